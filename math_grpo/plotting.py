@@ -1,0 +1,85 @@
+"""PNG plots of a run from its metrics.jsonl: people would rather look at a reward curve than read one."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+PANELS = (
+    ("train/reward", "train reward (mean over rollouts)"),
+    ("eval/accuracy", "eval accuracy (held-out)"),
+    ("train/kl", "KL to reference"),
+    ("train/loss", "loss"),
+)
+
+
+def read_metrics(path: str) -> list[dict[str, Any]]:
+    rows = []
+    if not os.path.isfile(path):
+        return rows
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # a line cut by a crash must not hide the rest
+    return rows
+
+
+def series(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    xs, ys = [], []
+    for r in rows:
+        v = r.get(key)
+        if isinstance(v, int | float):
+            xs.append(int(r.get("step", len(xs))))
+            ys.append(float(v))
+    return xs, ys
+
+
+def _smooth(ys: list[float], window: int) -> list[float]:
+    out, acc = [], 0.0
+    for i, y in enumerate(ys):
+        acc += y
+        if i >= window:
+            acc -= ys[i - window]
+        out.append(acc / min(i + 1, window))
+    return out
+
+
+def plot_run(run_dir: str, out_name: str = "progress.png", title: str | None = None,
+             extra_lines: dict[str, float] | None = None) -> str | None:
+    """Plot reward, eval accuracy, KL and loss per step; horizontal `extra_lines` mark reference accuracies."""
+    rows = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    for ax, (key, label) in zip(axes.flat, PANELS):
+        xs, ys = series(rows, key)
+        if key == "eval/accuracy":
+            for name, value in (extra_lines or {}).items():
+                ax.axhline(value, linestyle="--", linewidth=1, label=name, color="gray" if "before" in name else None)
+        if xs:
+            style = "o-" if key.startswith("eval/") else "-"
+            ax.plot(xs, ys, style, alpha=0.35 if len(xs) > 20 and not key.startswith("eval/") else 1.0,
+                    label=key)
+            if len(xs) > 20 and not key.startswith("eval/"):
+                ax.plot(xs, _smooth(ys, max(3, len(xs) // 15)), "-", label=f"{key} (smoothed)")
+        ax.set_title(label)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle(title or os.path.basename(os.path.normpath(run_dir)))
+    fig.tight_layout()
+    path = os.path.join(run_dir, out_name)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,158 @@
+"""GRPO on math problems with the r1_zero reward.
+
+    accelerate launch --config_file accelerate_configs/zero2.yaml recipes/grpo.py \
+        --config recipes/qwen2.5-math-1.5b/grpo_2gpu.yaml [--field value ...]
+
+On a vLLM server (`use_vllm: true, vllm_mode: server`) start it with `launch/grpo.sh`, which also starts
+and stops the server. The run dir (`output_dir`, by default results/grpo_checkpoints/<run_name>) holds the
+resolved config, the git commit, metrics.jsonl, completions.jsonl, checkpoints and plots.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from math_grpo.cli import MathGRPOError, parse_recipe, run_cli  # noqa: E402
+from math_grpo.configs import DEFAULT_SFT_CHECKPOINT, GRPOScriptArguments  # noqa: E402
+
+
+def resolve_run_dir(script_args: GRPOScriptArguments, training_args) -> str:
+    """An explicit output_dir wins; otherwise OUTPUT_ROOT/<run_name> (run_name defaults to a timestamp)."""
+    out = training_args.output_dir
+    if not out or out == "trainer_output":
+        run_name = training_args.run_name or time.strftime("grpo-%Y%m%d-%H%M%S")
+        training_args.run_name = run_name
+        out = os.path.join(script_args.output_root, run_name)
+    training_args.output_dir = out
+    if not training_args.run_name:
+        training_args.run_name = os.path.basename(os.path.normpath(out))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    from trl import GRPOConfig, ModelConfig
+
+    script_args, training_args, model_args = parse_recipe((GRPOScriptArguments, GRPOConfig, ModelConfig), argv)
+    if model_args.model_name_or_path is None:
+        model_args.model_name_or_path = DEFAULT_SFT_CHECKPOINT
+    train(script_args, training_args, model_args)
+
+
+def train(script_args: GRPOScriptArguments, training_args, model_args) -> None:
+    from accelerate import PartialState
+    from math_grpo.validation import ConfigError, validate_grpo_config
+    from rewards.registry import get_reward_funcs
+    from transformers import set_seed
+    from trl import GRPOTrainer
+
+    from math_grpo import checkpoints, data, models
+    from math_grpo.callbacks import CompletionSamplesCallback, MetricsCallback, NonFiniteGuard, StopRequest
+    from math_grpo.plotting import plot_run
+    from math_grpo.tracking import init_wandb
+
+    state = PartialState()
+    run_dir = resolve_run_dir(script_args, training_args)
+    try:
+        validate_grpo_config(script_args, training_args, model_args, world_size=state.num_processes)
+    except ConfigError as exc:
+        raise MathGRPOError(str(exc)) from None
+    set_seed(training_args.seed)
+
+    # W&B is ours, not the Trainer's: its integration would rename eval/* to train/eval/*.
+    use_wandb = "wandb" in (training_args.report_to or [])
+    training_args.report_to = [r for r in (training_args.report_to or []) if r != "wandb"]
+
+    tokenizer = models.load_tokenizer(model_args.model_name_or_path, model_args.model_revision)
+    with state.local_main_process_first():
+        dataset, _ = data.load_problems(
+            script_args.dataset_name, split=script_args.dataset_train_split, config=script_args.dataset_config,
+            bad_rows=script_args.bad_rows, max_problem_chars=script_args.max_problem_chars,
+            limit=script_args.max_train_samples, verbose=state.is_main_process,
+        )
+        dataset = data.format_prompts(dataset, script_args.prompt_template)
+    try:
+        reward_funcs = get_reward_funcs(
+            script_args.reward_funcs, mode=script_args.grader_mode, timeout=script_args.grader_timeout,
+            question_only=script_args.prompt_template == "question_only",
+        )
+    except ValueError as exc:
+        raise MathGRPOError(f"reward_funcs: {exc}") from None
+    model = models.load_model(model_args, gradient_checkpointing=training_args.gradient_checkpointing)
+
+    resume = checkpoints.resolve_resume(training_args.resume_from_checkpoint, run_dir) if state.is_main_process \
+        else None
+    resume = _broadcast(resume, state)
+    if state.is_main_process:
+        checkpoints.write_run_metadata(run_dir, script_args=script_args, training_args=training_args,
+                                       model_args=model_args)
+
+    wandb_run = None
+    if use_wandb and state.is_main_process:
+        wandb_run = init_wandb(script_args.wandb_project, training_args.run_name, run_dir,
+                               checkpoints.scrub_secrets({"script": vars(script_args),
+                                                          "training": training_args.to_dict()}))
+    guard = NonFiniteGuard()
+    stopper = StopRequest(time_limit_s=script_args.time_limit_s)
+    callbacks = [MetricsCallback(run_dir, wandb_run), checkpoints.CompleteCheckpointCallback(), guard, stopper]
+
+    trainer = GRPOTrainer(
+        model=model, reward_funcs=reward_funcs, args=training_args, train_dataset=dataset,
+        processing_class=tokenizer, callbacks=callbacks,
+    )
+    trainer.add_callback(CompletionSamplesCallback(run_dir, trainer, wandb_run))
+    if training_args.use_vllm and training_args.vllm_mode == "server":
+        from math_grpo.weight_sync import install_weight_sync
+
+        install_weight_sync(trainer, script_args)
+    if script_args.benchmarks:
+        from math_grpo.eval_callback import add_eval_callback
+
+        add_eval_callback(trainer, script_args, run_dir, tokenizer)
+
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    except OSError as exc:
+        if exc.errno == 28:  # ENOSPC
+            last = checkpoints.last_complete_checkpoint(run_dir)
+            raise MathGRPOError(f"disk full while writing to {run_dir}; last complete checkpoint kept: {last}") \
+                from None
+        raise
+    finally:
+        if state.is_main_process:
+            try:
+                plot_run(run_dir)
+            except Exception as exc:  # a plot must never hide the real outcome
+                print(f"[plot] skipped ({type(exc).__name__}: {exc})", flush=True)
+
+    if guard.tripped:
+        step, key, value = guard.tripped
+        last = checkpoints.last_complete_checkpoint(run_dir, quarantine=False)
+        raise MathGRPOError(f"non-finite {key}={value} at step {step}: stopped; last usable checkpoint: {last}")
+    if stopper.reason:
+        last = checkpoints.last_complete_checkpoint(run_dir, quarantine=False)
+        print(f"[stop] {stopper.reason}: stopped at step {trainer.state.global_step}; checkpoint: {last}", flush=True)
+        if stopper.signum is not None:
+            sys.exit(128 + stopper.signum)
+        return
+    trainer.save_model(os.path.join(run_dir, "final"))
+    if state.is_main_process:
+        print(f"[done] {trainer.state.global_step} steps; run dir: {run_dir}", flush=True)
+
+
+def _broadcast(value, state):
+    """Main process decides (e.g. which checkpoint to resume); every rank must use the same answer."""
+    if state.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    box = [value]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
+
+
+if __name__ == "__main__":
+    run_cli(main)
