@@ -192,7 +192,22 @@ class StopRequest(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self.reason is None and self.time_limit_s is not None and time.monotonic() - self.start > self.time_limit_s:
             self.reason = f"time limit of {self.time_limit_s:.0f} s reached"
-        if self.reason is not None:
+        if _any_rank(self.reason is not None):
+            self.reason = self.reason or "another rank asked to stop"
             control.should_save = True
             control.should_training_stop = True
         return control
+
+
+def _any_rank(flag: bool) -> bool:
+    """True if any training process says so: all ranks must stop at the same step or the next collective hangs."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    import torch
+
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)

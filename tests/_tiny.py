@@ -1,0 +1,56 @@
+"""Shared test assets: synthetic data and a tiny Qwen2 model, built once per test session on disk.
+
+Imported by test modules (not a conftest fixture) so every module shares the one build through the cache.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@functools.lru_cache(maxsize=1)
+def tiny_assets() -> dict[str, str]:
+    """{'data': DIR with sft/train/test.jsonl, 'model': DIR of a randomly initialised tiny Qwen2}."""
+    from math_grpo.synthetic import write_synthetic_dataset
+    from math_grpo.tiny import build_tiny_model
+
+    root = tempfile.mkdtemp(prefix="math-grpo-tiny-")
+    data_dir = os.path.join(root, "data")
+    paths = write_synthetic_dataset(data_dir, n_sft=64, n_train=256, n_test=32, seed=0)
+    texts = []
+    for path in paths.values():
+        with open(path, encoding="utf-8") as f:
+            texts.extend(json.dumps(json.loads(line)) for line in f)
+    model_dir = os.path.join(root, "model")
+    build_tiny_model(model_dir, texts, seed=0)
+    return {"root": root, "data": data_dir, "model": model_dir}
+
+
+def run(cmd: list[str], timeout: float = 600, env: dict[str, str] | None = None,
+        check: bool = True) -> subprocess.CompletedProcess:
+    """Run a real process from the repo root; on failure show its output (that is what one debugs from)."""
+    full_env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "offline",
+                "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    proc = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} exited {proc.returncode}\n--- stdout ---\n{proc.stdout[-6000:]}\n"
+                             f"--- stderr ---\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def accelerate_cmd(config: str, script: str, *args: str) -> list[str]:
+    accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    return [accelerate, "launch", "--config_file", os.path.join(REPO, "accelerate_configs", config),
+            os.path.join(REPO, script), *args]
+
+
+def read_jsonl(path: str) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
