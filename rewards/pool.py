@@ -1,0 +1,203 @@
+"""Worker processes that run answer checks under a per-item wall-clock bound, without signals.
+
+sympy can hang or eat memory on adversarial answers, and signal-based timeouts only work in the main
+thread. Here every check runs in a child process; the parent waits on pipes with a deadline and kills a
+worker that overruns (or replaces one that crashed). Workers come from a forkserver that has sympy and
+the graders imported, so a replacement starts in a few milliseconds and never inherits the trainer's
+torch threads. The pool starts lazily, is shared by every caller (threads serialize on one lock) and is
+shut down at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing as mp
+import os
+import threading
+import time
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+PRELOAD = ["rewards._worker"]
+ERROR = "error"
+TIMEOUT = "timeout"
+
+
+def _context():
+    try:
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(PRELOAD)
+        return ctx
+    except ValueError:  # no forkserver on this platform
+        return mp.get_context("spawn")
+
+
+def _serve(conn: Connection) -> None:
+    from rewards._worker import run_task
+
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        try:
+            out: Any = run_task(*task)
+        except Exception as exc:  # a bug in a checker must not kill the worker
+            out = (ERROR, f"{type(exc).__name__}: {exc}"[:300])
+        try:
+            conn.send(out)
+        except (OSError, ValueError):
+            return
+
+
+class _Worker:
+    def __init__(self, ctx) -> None:
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(child,), daemon=True)
+        self.proc.start()
+        child.close()
+        self.item: int | None = None
+        self.started = 0.0
+
+    def kill(self) -> None:
+        try:
+            self.proc.kill()
+            self.proc.join(1.0)
+        except Exception:
+            pass
+        self.conn.close()
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+            self.proc.join(0.5)
+        except Exception:
+            pass
+        if self.proc.is_alive():
+            self.kill()
+        else:
+            self.conn.close()
+
+
+class WorkerPool:
+    """`run(tasks, timeout)` -> one result per task: the checker's value, TIMEOUT or (ERROR, message)."""
+
+    def __init__(self, processes: int | None = None, max_extra: int = 6) -> None:
+        self.size = max(1, processes or os.cpu_count() or 1)
+        self.max_extra = max_extra
+        self._ctx = _context()
+        self._workers: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self.restarts = 0
+
+    def _spawn(self) -> _Worker:
+        return _Worker(self._ctx)
+
+    def _ensure(self) -> None:
+        while len(self._workers) < self.size:
+            self._workers.append(self._spawn())
+
+    def run(self, tasks: list[tuple], timeout: float) -> list[Any]:
+        if not tasks:
+            return []
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the grading pool is shut down")
+            self._ensure()
+            try:
+                return self._run(tasks, timeout)
+            finally:
+                # Extra workers started for stuck items go away; the base set stays warm.
+                while len(self._workers) > self.size:
+                    self._workers.pop().stop()
+
+    def _run(self, tasks: list[tuple], timeout: float) -> list[Any]:
+        results: list[Any] = [None] * len(tasks)
+        todo = list(range(len(tasks) - 1, -1, -1))  # a stack, first task on top
+        idle = list(self._workers)
+        busy: dict[Connection, _Worker] = {}
+
+        def replace(w: _Worker) -> None:
+            w.kill()
+            self._workers.remove(w)
+            self.restarts += 1
+            if len(self._workers) < self.size:
+                nw = self._spawn()
+                self._workers.append(nw)
+                idle.append(nw)
+
+        while todo or busy:
+            while todo and idle:
+                w = idle.pop()
+                i = todo.pop()
+                try:
+                    w.conn.send(tasks[i])
+                except (OSError, ValueError):
+                    todo.append(i)
+                    replace(w)
+                    continue
+                w.item, w.started = i, time.monotonic()
+                busy[w.conn] = w
+            now = time.monotonic()
+            # Items stuck behind slow ones get an extra worker, so a batch with a few pathological answers
+            # still ends about one bound after it started.
+            if todo and not idle and len(self._workers) < self.size + self.max_extra:
+                if all(now - w.started > 0.05 for w in busy.values()):
+                    nw = self._spawn()
+                    self._workers.append(nw)
+                    idle.append(nw)
+                    continue
+            deadline = min(w.started for w in busy.values()) + timeout
+            wait_for = max(0.0, deadline - now)
+            if todo and not idle:
+                wait_for = min(wait_for, 0.06)
+            ready = wait(list(busy), timeout=wait_for)
+            for conn in ready:
+                w = busy.pop(conn)
+                try:
+                    results[w.item] = conn.recv()
+                    idle.append(w)
+                except (EOFError, OSError):
+                    results[w.item] = (ERROR, "worker died")
+                    replace(w)
+            now = time.monotonic()
+            for conn, w in list(busy.items()):
+                if now - w.started >= timeout:
+                    busy.pop(conn)
+                    results[w.item] = TIMEOUT
+                    replace(w)
+        return results
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            for w in self._workers:
+                w.stop()
+            self._workers.clear()
+
+
+_POOL: WorkerPool | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def get_pool() -> WorkerPool:
+    """The process-wide pool, started on first use."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._closed:
+            _POOL = WorkerPool()
+        return _POOL
+
+
+def shutdown() -> None:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is not None:
+            _POOL.close()
+            _POOL = None
+
+
+atexit.register(shutdown)
