@@ -127,12 +127,24 @@ class CompletionSamplesCallback(TrainerCallback):
 
 
 class NonFiniteGuard(TrainerCallback):
-    """Stops the run on a NaN/inf loss or gradient norm, saving a checkpoint only if the weights are finite."""
+    """Stops the run on a NaN/inf loss, gradient norm or weight, and never saves non-finite weights.
+
+    A checkpoint of inf weights is worse than none: it is what `resume auto` would pick. So every save is
+    preceded by a finiteness check of the parameters (cheap next to writing them), and the run stops with the
+    last good checkpoint intact.
+    """
 
     def __init__(self, keys: tuple[str, ...] = ("loss", "grad_norm")):
         self.keys = keys
         self.tripped: tuple[int, str, float] | None = None
         self.saved_on_trip = False
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if control.should_save and model is not None and not self.tripped and not _weights_finite(model):
+            self.tripped = (state.global_step, "weights", float("nan"))
+            control.should_save = False
+            control.should_training_stop = True
+        return control
 
     def on_log(self, args, state, control, logs=None, model=None, **kwargs):
         if not logs or self.tripped:

@@ -73,6 +73,21 @@ def mark_complete(ckpt: str, step: int) -> None:
     atomic_write_text(os.path.join(ckpt, COMPLETE_MARKER), json.dumps({"step": step, "time": time.time()}))
 
 
+def is_disk_full(exc: BaseException, path: str, min_free_bytes: int = 1 << 20) -> bool:
+    """True if `exc` comes from a full disk: torch and safetensors wrap ENOSPC in their own error types."""
+    if isinstance(exc, OSError) and exc.errno == 28:
+        return True
+    text = str(exc)
+    if "No space left" in text or "StorageFull" in text or "os error 28" in text:
+        return True
+    try:
+        import shutil
+
+        return "write" in text.lower() and shutil.disk_usage(path).free < min_free_bytes
+    except OSError:
+        return False
+
+
 def list_checkpoints(run_dir: str) -> list[str]:
     if not os.path.isdir(run_dir):
         return []

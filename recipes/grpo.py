@@ -45,7 +45,6 @@ def main(argv: list[str] | None = None) -> None:
 def train(script_args: GRPOScriptArguments, training_args, model_args) -> None:
     from accelerate import PartialState
     from math_grpo.validation import ConfigError, validate_grpo_config
-    from rewards.registry import get_reward_funcs
     from transformers import set_seed
     from trl import GRPOTrainer
 
@@ -53,6 +52,7 @@ def train(script_args: GRPOScriptArguments, training_args, model_args) -> None:
     from math_grpo.callbacks import CompletionSamplesCallback, MetricsCallback, NonFiniteGuard, StopRequest
     from math_grpo.plotting import plot_run
     from math_grpo.tracking import init_wandb
+    from rewards.registry import get_reward_funcs
 
     state = PartialState()
     run_dir = resolve_run_dir(script_args, training_args)
@@ -115,11 +115,11 @@ def train(script_args: GRPOScriptArguments, training_args, model_args) -> None:
 
     try:
         trainer.train(resume_from_checkpoint=resume)
-    except OSError as exc:
-        if exc.errno == 28:  # ENOSPC
-            last = checkpoints.last_complete_checkpoint(run_dir)
-            raise MathGRPOError(f"disk full while writing to {run_dir}; last complete checkpoint kept: {last}") \
-                from None
+    except Exception as exc:
+        if checkpoints.is_disk_full(exc, run_dir):
+            last = checkpoints.last_complete_checkpoint(run_dir, quarantine=False)
+            raise MathGRPOError(f"disk full while writing to {run_dir} at step {trainer.state.global_step}; "
+                                f"last complete checkpoint kept: {last}") from None
         raise
     finally:
         if state.is_main_process:
