@@ -21,7 +21,7 @@ from rewards import drgrpo
 MAX_LEN = 1000  # longer answers are not parsed (a human would not accept a page as a final answer)
 
 _TEXT_CMDS = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname|textnormal|mathit)\s*\{([^{}]*)\}")
-_SPACES = re.compile(r"\\[,;:! ]|~|\\quad|\\qquad|\\displaystyle|\\limits")
+_SPACES = re.compile(r"(?<!\\)\\[,;:! ]|~|\\quad|\\qquad|\\displaystyle|\\limits")
 _CURRENCY = re.compile(r"\\\$|\$|£|€|¥|\bUSD\b|\bRs\.?|\brs\.?")
 _DEGREE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree")
 _PERCENT = re.compile(r"\\%|%|\s*\bpercent\b|\s*\bper cent\b")
@@ -55,6 +55,9 @@ def normalize(s: str) -> str:
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\left", "").replace("\\right", "")
     s = s.replace("bmatrix", "pmatrix").replace("vmatrix", "pmatrix").replace("\\bigl", "").replace("\\bigr", "")
     s = _BRACE_COMMA.sub(r"\1\2", s)
+    s = re.sub(r"\\frac\s*(\d)\s*(\d)", r"\\frac{\1}{\2}", s)
+    s = re.sub(r"\\frac\s*(\d)\s*\{", r"\\frac{\1}{", s)
+    s = re.sub(r"\\sqrt\s*(\d)", r"\\sqrt{\1}", s)
     s = re.sub(r"(\d)\\,(\d)", r"\1\2", s)
     s = re.sub(r"(\d)\\ (\d{3})", r"\1\2", s)
     s = _SPACES.sub(" ", s)
