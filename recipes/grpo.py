@@ -45,9 +45,8 @@ def main(argv: list[str] | None = None) -> None:
 def train(script_args: GRPOScriptArguments, training_args, model_args) -> None:
     from accelerate import PartialState
     from math_grpo.validation import ConfigError, validate_grpo_config
+    from math_grpo.weight_sync import MathGRPOTrainer
     from transformers import set_seed
-    from trl import GRPOTrainer
-
     from math_grpo import checkpoints, data, models
     from math_grpo.callbacks import CompletionSamplesCallback, MetricsCallback, NonFiniteGuard, StopRequest
     from math_grpo.plotting import plot_run
@@ -99,15 +98,12 @@ def train(script_args: GRPOScriptArguments, training_args, model_args) -> None:
     stopper = StopRequest(time_limit_s=script_args.time_limit_s)
     callbacks = [MetricsCallback(run_dir, wandb_run), checkpoints.CompleteCheckpointCallback(), guard, stopper]
 
-    trainer = GRPOTrainer(
+    # TRL's GRPOTrainer, plus our weight-sync backend and its logprob check in vLLM server mode.
+    trainer = MathGRPOTrainer(
         model=model, reward_funcs=reward_funcs, args=training_args, train_dataset=dataset,
-        processing_class=tokenizer, callbacks=callbacks,
+        processing_class=tokenizer, callbacks=callbacks, sync_args=script_args,
     )
     trainer.add_callback(CompletionSamplesCallback(run_dir, trainer, wandb_run))
-    if training_args.use_vllm and training_args.vllm_mode == "server":
-        from math_grpo.weight_sync import install_weight_sync
-
-        install_weight_sync(trainer, script_args)
     if script_args.benchmarks:
         from math_grpo.eval_callback import add_eval_callback
 
