@@ -1,0 +1,234 @@
+"""Benchmark evaluation during GRPO: at step 0, every `eval_steps`, and at the end.
+
+In server mode the evaluation runs on the same vLLM server as the rollouts. It first forces a weight sync
+(the sync is otherwise lazy, so the server would still hold the previous step's weights), then sends the
+benchmark requests from a background thread while training goes on; the next sync waits for them, because
+it changes the weights under them. Only rank 0 talks HTTP; every rank joins the sync (ZeRO-3 gathers).
+A failed evaluation is logged and training continues: an evaluation must never cost a run.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+import time
+import traceback
+from typing import Any
+
+from transformers import TrainerCallback
+
+from math_grpo.cli import MathGRPOError
+from math_grpo.evaluation import (
+    Benchmark,
+    EvalResult,
+    SamplingSettings,
+    ServerGenerator,
+    TransformersGenerator,
+    evaluate,
+    load_benchmarks,
+    write_eval_jsonl,
+)
+
+
+def _server_mode(trainer: Any) -> bool:
+    return bool(getattr(trainer, "use_vllm", False) and getattr(trainer, "vllm_mode", None) == "server")
+
+
+def resolve_eval_steps(eval_steps: float | None, max_steps: int) -> int | None:
+    """TrainingArguments semantics: an int, or a fraction (< 1) of max_steps; None = only start and end."""
+    if eval_steps is None or eval_steps <= 0:
+        return None
+    if eval_steps < 1:
+        return max(1, math.ceil(eval_steps * max_steps)) if max_steps > 0 else None
+    return int(eval_steps)
+
+
+class BenchmarkEvalCallback(TrainerCallback):
+    """Runs `evaluation.evaluate` on the configured benchmarks and logs eval/* through the trainer's callbacks."""
+
+    def __init__(self, trainer: Any, script_args: Any, run_dir: str, tokenizer: Any,
+                 benchmarks: list[Benchmark] | None, backend: str, overlap: bool = True):
+        self.trainer = trainer
+        self.script_args = script_args
+        self.run_dir = run_dir
+        self.tokenizer = tokenizer
+        self.benchmarks = benchmarks or []
+        self.backend = backend
+        self.overlap = overlap and backend == "server"
+        self.sampling = SamplingSettings.from_args(script_args)
+        self.template = getattr(script_args, "prompt_template", "r1_zero")
+        self.grader_mode = getattr(script_args, "eval_grader_mode", "accurate")
+        self.grader_timeout = float(getattr(script_args, "grader_timeout", 2.0))
+        self.num_samples_logged = int(getattr(script_args, "eval_num_samples_logged", 8))
+        self.is_main = trainer.accelerator.is_main_process
+        self._thread: threading.Thread | None = None
+        self._pending: list[tuple[int, EvalResult | None, str | None, float]] = []
+        self._lock = threading.Lock()
+        self._final_done = False
+        self._last_eval_step: int | None = None
+        self.blocked_s = 0.0  # time the training loop spent on evaluation (sync + waits), over the run
+        self.eval_s = 0.0  # wall time of the evaluations themselves
+        self.results: list[EvalResult] = []
+        if backend == "server":
+            trainer.vllm_generation.before_sync.append(self.wait)
+
+    # -- scheduling -----------------------------------------------------------------------------------
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._run(state.global_step, final=False)
+        return control
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._flush(state)
+        final = state.global_step >= state.max_steps or control.should_training_stop
+        every = resolve_eval_steps(args.eval_steps, state.max_steps)
+        if final:
+            self._run(state.global_step, final=True)
+        elif every and state.global_step % every == 0:
+            self._run(state.global_step, final=False)
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if not self._final_done:
+            self._run(state.global_step, final=True)
+        self.wait()
+        self._flush(state)
+        if self.is_main and self.results:
+            n = len(self.results)
+            print(f"[eval] {n} evaluations: {self.eval_s:.1f} s of evaluation, {self.blocked_s:.1f} s of it blocking "
+                  f"training ({self.blocked_s / n:.2f} s per evaluation)", flush=True)
+        return control
+
+    # -- work -----------------------------------------------------------------------------------------
+    def _run(self, step: int, final: bool) -> None:
+        if final:
+            self._final_done = True
+        if self._last_eval_step == step:
+            return
+        self._last_eval_step = step
+        t0 = time.perf_counter()
+        if self.backend == "server":
+            from math_grpo.weight_sync import force_sync
+
+            self.wait()  # the previous evaluation must finish before the weights change under it
+            try:
+                force_sync(self.trainer)  # every rank: collectives
+            except MathGRPOError:
+                raise  # a failed sync check must stop the run, evaluation or not
+            if self.is_main:
+                if self.overlap and not final:
+                    self._thread = threading.Thread(target=self._evaluate, args=(step,), daemon=True,
+                                                    name=f"eval-step-{step}")
+                    self._thread.start()
+                else:
+                    self._evaluate(step)
+        elif self.is_main:
+            self._evaluate(step)
+        self.blocked_s += time.perf_counter() - t0
+        if final or not self.overlap:
+            self._flush(self.trainer.state)
+
+    def _generator(self) -> Any:
+        if self.backend == "server":
+            return ServerGenerator(self.trainer.vllm_generation.http, timeout=self.script_args.eval_request_timeout)
+        model = self.trainer.accelerator.unwrap_model(self.trainer.model)
+        return TransformersGenerator(model, self.tokenizer)
+
+    def _evaluate(self, step: int) -> None:
+        t0 = time.perf_counter()
+        try:
+            result = evaluate(self._generator(), self.benchmarks, self.sampling, template=self.template,
+                              grader_mode=self.grader_mode, grader_timeout=self.grader_timeout, step=step)
+            error = None
+        except Exception as exc:  # an evaluation must never cost the run
+            result = None
+            error = f"{type(exc).__name__}: {exc}" if isinstance(exc, MathGRPOError) else traceback.format_exc(limit=3)
+        with self._lock:
+            self._pending.append((step, result, error, time.perf_counter() - t0))
+
+    def wait(self) -> None:
+        """Block until the in-flight evaluation (if any) is done; counted as evaluation overhead."""
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            t0 = time.perf_counter()
+            thread.join()
+            self.blocked_s += time.perf_counter() - t0
+        self._thread = None
+
+    def _flush(self, state: Any) -> None:
+        """Log finished evaluations from the main thread (callbacks and W&B are not thread-safe)."""
+        if not self.is_main:
+            return
+        with self._lock:
+            done, self._pending = self._pending, []
+        for step, result, error, seconds in done:
+            self.eval_s += seconds
+            if error is not None:
+                print(f"[eval] step {step}: evaluation failed, training goes on: {error.strip().splitlines()[-1]}",
+                      flush=True)
+                self._emit({"eval/failed": 1.0, "step": step}, state)
+                continue
+            self.results.append(result)
+            path = write_eval_jsonl(self.run_dir, result)
+            logs = {**result.metrics, "eval/seconds": seconds, "eval/blocked_seconds_total": self.blocked_s,
+                    "step": step}
+            self._emit(logs, state)
+            self._log_samples(result, step)
+            acc = result.metrics.get("eval/accuracy", 0.0)
+            fmt = result.metrics.get("eval/format_accuracy", 0.0)
+            print(f"[eval] step {step}: accuracy {acc:.3f}, format {fmt:.3f} ({seconds:.1f} s; {path})", flush=True)
+
+    def _emit(self, logs: dict[str, Any], state: Any) -> None:
+        trainer = self.trainer
+        state.log_history.append(dict(logs))
+        # `on_log` clears control.should_log: use a copy, or the Trainer's own log for this step is dropped.
+        control = trainer.callback_handler.on_log(trainer.args, state, copy.copy(trainer.control), logs)
+        trainer.control.should_training_stop |= control.should_training_stop
+
+    def _log_samples(self, result: EvalResult, step: int) -> None:
+        run = next((cb.wandb_run for cb in self.trainer.callback_handler.callbacks
+                    if getattr(cb, "wandb_run", None) is not None), None)
+        if run is None:
+            return
+        try:
+            import wandb
+
+            cols = ["step", "benchmark", "problem", "answer", "response", "format_reward", "answer_reward"]
+            table = wandb.Table(columns=cols)
+            for r in result.samples(self.num_samples_logged):
+                table.add_data(step, r["benchmark"], r["problem"][:500], r["answer"], r["response"],
+                               r["format_reward"], r["answer_reward"])
+            run.log({"eval/samples": table, "train/global_step": step})
+        except Exception as exc:
+            print(f"[wandb] eval samples table failed ({type(exc).__name__}); continuing", flush=True)
+
+
+def resolve_backend(trainer: Any, requested: str) -> str:
+    if requested not in ("auto", "server", "transformers"):
+        raise MathGRPOError(f"eval_backend: {requested!r} is not one of auto, server, transformers")
+    if requested == "auto":
+        return "server" if _server_mode(trainer) else "transformers"
+    if requested == "server" and not _server_mode(trainer):
+        raise MathGRPOError("eval_backend: 'server' needs use_vllm: true and vllm_mode: server")
+    return requested
+
+
+def add_eval_callback(trainer: Any, script_args: Any, run_dir: str, tokenizer: Any) -> BenchmarkEvalCallback | None:
+    """Load the benchmarks (rank 0; a bad name or path fails now) and attach the callback."""
+    if not getattr(script_args, "benchmarks", None):
+        return None
+    backend = resolve_backend(trainer, getattr(script_args, "eval_backend", "auto"))
+    if backend == "transformers" and trainer.accelerator.num_processes > 1 and getattr(
+            trainer, "is_deepspeed_enabled", False):
+        raise MathGRPOError("eval_backend: transformers generation on rank 0 cannot run under DeepSpeed with several "
+                            "processes; use the server (vllm_mode: server)")
+    if backend == "server" and not hasattr(trainer.vllm_generation, "before_sync"):
+        raise MathGRPOError("evaluation on the server needs math_grpo.weight_sync.MathGRPOTrainer")
+    benches = None
+    if trainer.accelerator.is_main_process:
+        benches = load_benchmarks(script_args.benchmarks, script_args.eval_max_samples, script_args.dataset_name)
+        sizes = ", ".join(f"{b.name} ({len(b.rows)})" for b in benches)
+        print(f"[eval] benchmarks: {sizes}; backend {backend}", flush=True)
+    callback = BenchmarkEvalCallback(trainer, script_args, run_dir, tokenizer, benches, backend)
+    trainer.add_callback(callback)
+    return callback
