@@ -197,6 +197,13 @@ def _sympy_value(s: str):
         return None
 
 
+def _parsed_cleanly(v) -> bool:
+    import sympy
+
+    return isinstance(v, (sympy.Expr, sympy.MatrixBase)) and not isinstance(v, sympy.Symbol) or (
+        isinstance(v, sympy.Symbol) and len(v.name) == 1)
+
+
 def _values_equal(a, b) -> bool:
     import sympy
 
@@ -277,7 +284,7 @@ def _elem_equal(given: str, gt: str, heavy: bool) -> bool | None:
         tv = _sympy_value(t3)
         return tv is not None and _values_equal(sympy_rational(fg), tv)
     lg, lt = g3.lower().replace(" ", ""), t3.lower().replace(" ", "")
-    if lg == lt and lg.isalpha():
+    if lg == lt and lg.isalpha() and len(lg) > 1:
         return True
     if re.fullmatch(r"[a-z ]+", lg) and re.fullmatch(r"[a-z ]+", lt) and len(lt) > 2:
         return lg == lt  # text answers
@@ -286,8 +293,11 @@ def _elem_equal(given: str, gt: str, heavy: bool) -> bool | None:
     if is_risky(g3) or is_risky(t3):
         return False
     gv, tv = _sympy_value(g3), _sympy_value(t3)
-    if gv is not None and tv is not None and _values_equal(gv, tv):
-        return True
+    if gv is not None and tv is not None:
+        if _values_equal(gv, tv):
+            return True
+        if _parsed_cleanly(gv) and _parsed_cleanly(tv):
+            return False  # both understood and different: math-verify would only add its float rounding
     if _is_decimal(g3) or _is_decimal(t3):
         return False  # math-verify rounds floats; a rounded value is not the answer
     if "=" in g3 or "=" in t3:
@@ -412,7 +422,9 @@ def _compare(given: str, gt: str, heavy: bool) -> bool | None:
         return _lists_equal(bg[1], bt[1], bt[0] != "{", heavy)
     if bg is not None:
         parts = _split_top(gt)
-        return len(parts) > 1 and _lists_equal(bg[1], parts, bg[0] != "{", heavy)
+        if (bg[0], bg[2]) not in (("(", ")"), ("{", "}")) or len(parts) < 2:
+            return False
+        return _lists_equal(bg[1], parts, bg[0] != "{", heavy)
     return _elem_equal(given, gt, heavy)
 
 

@@ -271,6 +271,13 @@ def _sympy_equal(gt: str, given: str) -> bool:
             expr.replace("^", "**"),
             transformations=sympy_parser.standard_transformations + (sympy_parser.implicit_multiplication_application,),
         )
+        if parsed == 0:
+            return True
+        if not parsed.free_symbols:
+            # a number that evaluates clearly away from zero cannot simplify to zero
+            val = parsed.evalf(30)
+            if val.is_number and abs(complex(val)) > 1e-12:
+                return False
         return bool(simplify(parsed) == 0)
     except Exception:
         return False

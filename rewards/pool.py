@@ -21,6 +21,8 @@ from typing import Any
 PRELOAD = ["rewards._worker"]
 ERROR = "error"
 TIMEOUT = "timeout"
+READY = "ready"
+START_LIMIT = 60.0  # seconds a fresh worker may take to import sympy and the graders
 
 
 def _context():
@@ -35,6 +37,7 @@ def _context():
 def _serve(conn: Connection) -> None:
     from rewards._worker import run_task
 
+    conn.send(READY)  # the per-item clock starts only once imports are done
     while True:
         try:
             task = conn.recv()
@@ -59,7 +62,8 @@ class _Worker:
         self.proc.start()
         child.close()
         self.item: int | None = None
-        self.started = 0.0
+        self.started = time.monotonic()
+        self.ready = False
 
     def kill(self) -> None:
         try:
@@ -112,22 +116,28 @@ class WorkerPool:
             finally:
                 # Extra workers started for stuck items go away; the base set stays warm.
                 while len(self._workers) > self.size:
-                    self._workers.pop().stop()
+                    extra = next((w for w in reversed(self._workers) if w.ready), self._workers[-1])
+                    self._workers.remove(extra)
+                    extra.stop()
 
     def _run(self, tasks: list[tuple], timeout: float) -> list[Any]:
         results: list[Any] = [None] * len(tasks)
         todo = list(range(len(tasks) - 1, -1, -1))  # a stack, first task on top
-        idle = list(self._workers)
+        idle = [w for w in self._workers if w.ready]
+        starting = {w.conn: w for w in self._workers if not w.ready}
         busy: dict[Connection, _Worker] = {}
+
+        def add_worker() -> None:
+            nw = self._spawn()
+            self._workers.append(nw)
+            starting[nw.conn] = nw
 
         def replace(w: _Worker) -> None:
             w.kill()
             self._workers.remove(w)
             self.restarts += 1
             if len(self._workers) < self.size:
-                nw = self._spawn()
-                self._workers.append(nw)
-                idle.append(nw)
+                add_worker()
 
         while todo or busy:
             while todo and idle:
@@ -141,21 +151,33 @@ class WorkerPool:
                     continue
                 w.item, w.started = i, time.monotonic()
                 busy[w.conn] = w
+            if not todo and not busy:
+                break
             now = time.monotonic()
             # Items stuck behind slow ones get an extra worker, so a batch with a few pathological answers
             # still ends about one bound after it started.
-            if todo and not idle and len(self._workers) < self.size + self.max_extra:
-                if all(now - w.started > 0.05 for w in busy.values()):
-                    nw = self._spawn()
-                    self._workers.append(nw)
-                    idle.append(nw)
-                    continue
-            deadline = min(w.started for w in busy.values()) + timeout
-            wait_for = max(0.0, deadline - now)
-            if todo and not idle:
-                wait_for = min(wait_for, 0.06)
-            ready = wait(list(busy), timeout=wait_for)
+            if (todo and not idle and not starting and len(self._workers) < self.size + self.max_extra
+                    and busy and all(now - w.started > 0.25 for w in busy.values())):
+                add_worker()
+            deadlines = [w.started + timeout for w in busy.values()]
+            deadlines += [w.started + START_LIMIT for w in starting.values()]
+            wait_for = max(0.0, min(deadlines) - now) if deadlines else 0.05
+            if todo and not idle and busy:
+                wait_for = min(wait_for, 0.05)
+            ready = wait(list(busy) + list(starting), timeout=wait_for)
             for conn in ready:
+                if conn in starting:
+                    w = starting.pop(conn)
+                    try:
+                        msg = conn.recv()
+                    except (EOFError, OSError):
+                        msg = None
+                    if msg == READY:
+                        w.ready = True
+                        idle.append(w)
+                    else:
+                        replace(w)
+                    continue
                 w = busy.pop(conn)
                 try:
                     results[w.item] = conn.recv()
@@ -169,6 +191,12 @@ class WorkerPool:
                     busy.pop(conn)
                     results[w.item] = TIMEOUT
                     replace(w)
+            for conn, w in list(starting.items()):
+                if now - w.started >= START_LIMIT:
+                    starting.pop(conn)
+                    replace(w)
+            if todo and not idle and not busy and not starting:
+                add_worker()
         return results
 
     def close(self) -> None:
