@@ -3,7 +3,7 @@
 TRL's `VLLMClient` posts without a timeout and retries for about a minute, so a dead or wedged server
 shows up as a hang. Everything here is bounded, and every failure names the URL (or the log file) at fault.
 
-    python -m math_grpo.vllm_server plan --config RECIPE.yaml [--port P] [--gpus 1] [--dtype ...]
+    python -m math_grpo.vllm_server plan --config RECIPE.yaml [--port P] [--gpus 1] [-- overrides]
     python -m math_grpo.vllm_server wait --url URL --timeout 600 [--pid PID] [--log server.log]
 """
 
@@ -399,16 +399,20 @@ def _group_alive(pgid: int) -> bool:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def spec_from_recipe(config: str, overrides: list[str] | None = None, host: str = DEFAULT_HOST,
-                     port: int | None = None, gpus: str | None = None, dtype: str | None = None) -> ServerSpec:
-    """The server a GRPO recipe asks for: its model, a context long enough for prompt + completion."""
-    from trl import GRPOConfig, ModelConfig
+def plan_from_recipe(config: str, overrides: list[str] | None = None, host: str = DEFAULT_HOST,
+                     port: int | None = None, gpus: str | None = None, dtype: str | None = None) -> dict[str, Any]:
+    """What launch/grpo.sh must start for a GRPO recipe: whether a server, which, and the run dir."""
+    from math_grpo.configs import DEFAULT_SFT_CHECKPOINT
+    from math_grpo.validation import ConfigError, parse_recipe_for_launch
 
-    from math_grpo.cli import parse_recipe
-    from math_grpo.configs import DEFAULT_SFT_CHECKPOINT, GRPOScriptArguments
-
-    script_args, training_args, model_args = parse_recipe(
-        (GRPOScriptArguments, GRPOConfig, ModelConfig), ["--config", config, *(overrides or [])])
+    try:  # parsed as for the launch: TRL would judge the batch sizes for 1 process here
+        script_args, training_args, model_args = parse_recipe_for_launch(config, list(overrides or []))
+    except ConfigError as exc:
+        raise MathGRPOError(str(exc)) from None
+    out = training_args.output_dir
+    if not out or out == "trainer_output":
+        out = os.path.join(script_args.output_root, training_args.run_name or time.strftime("grpo-%Y%m%d-%H%M%S"))
+    use_server = bool(training_args.use_vllm and training_args.vllm_mode == "server")
     model = model_args.model_name_or_path or DEFAULT_SFT_CHECKPOINT
     max_len = training_args.vllm_max_model_length or max_model_len_for(
         model, training_args.max_completion_length, script_args.eval_max_tokens, script_args.benchmarks)
@@ -416,9 +420,11 @@ def spec_from_recipe(config: str, overrides: list[str] | None = None, host: str 
         dtype = model_args.dtype if model_args.dtype not in (None, "auto") else ("float32" if gpus is None else "auto")
     if port is None:
         port = training_args.vllm_server_port or DEFAULT_PORT
-    return ServerSpec(model=model, host=host, port=port, dtype=dtype, max_model_len=max_len, gpus=gpus,
+    spec = ServerSpec(model=model, host=host, port=port, dtype=dtype, max_model_len=max_len, gpus=gpus,
                       gpu_memory_utilization=training_args.vllm_gpu_memory_utilization,
                       weight_transfer=script_args.weight_sync_backend == "nccl")
+    return {"use_server": use_server, "run_dir": out, "spec": spec,
+            "health_timeout": max(float(training_args.vllm_server_timeout or 0), 60.0)}
 
 
 def max_model_len_for(model: str, max_completion_length: int | None, eval_max_tokens: int = 0,
@@ -435,13 +441,17 @@ def max_model_len_for(model: str, max_completion_length: int | None, eval_max_to
 
 
 def _cmd_plan(args: argparse.Namespace) -> None:
-    spec = spec_from_recipe(args.config, args.overrides, host=args.host, port=args.port,
-                            gpus=args.gpus or None, dtype=args.dtype)
+    plan = plan_from_recipe(args.config, args.overrides, host=args.host, port=args.port, gpus=args.gpus or None,
+                            dtype=args.dtype)
+    spec: ServerSpec = plan["spec"]
     if args.kv_cache_bytes:
         spec.kv_cache_bytes = args.kv_cache_bytes
+    print(f"USE_SERVER={int(plan['use_server'])}")
+    print(f"RUN_DIR={shlex.quote(os.path.abspath(plan['run_dir']))}")
     print(f"SERVER_URL={shlex.quote(spec.url)}")
     print(f"SERVER_PORT={spec.port}")
     print(f"SERVER_MODEL={shlex.quote(spec.model)}")
+    print(f"SERVER_HEALTH_TIMEOUT={int(plan['health_timeout'])}")
     print(f"SERVER_CMD=({' '.join(shlex.quote(c) for c in spec.command())})")
 
 
@@ -485,7 +495,7 @@ def main(argv: list[str] | None = None) -> None:
     plan.add_argument("--gpus", default="", help="server GPU ids (empty: the CPU build)")
     plan.add_argument("--dtype", default=None)
     plan.add_argument("--kv-cache-bytes", type=int, default=None)
-    plan.add_argument("overrides", nargs="*")
+    plan.add_argument("overrides", nargs="*", help="recipe overrides, after --")
     wait = sub.add_parser("wait", help="wait for /health")
     wait.add_argument("--url", required=True)
     wait.add_argument("--timeout", type=float, default=600.0)
