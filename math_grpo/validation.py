@@ -90,7 +90,13 @@ def _prompt_templates() -> tuple[str, ...]:
 
 
 def looks_like_hub_id(name: str) -> bool:
-    """'org/name' or 'name' that is not a path: no leading '.', '/', '~', at most one '/', no extension."""
+    """'org/name' or 'name' that is not meant as a path (the same rule as `math_grpo.models.looks_local`)."""
+    try:
+        from math_grpo.models import looks_local
+    except ImportError:
+        looks_local = None
+    if looks_local is not None and looks_local(name):
+        return False
     if name.startswith((".", "/", "~")) or os.sep != "/" and os.sep in name:
         return False
     return bool(_HUB_ID.match(name)) and not name.endswith(_DATA_EXTENSIONS)
@@ -218,8 +224,9 @@ def _check_batches(training_args: Any, world_size: int, problems: list[str]) -> 
             how, fix = f"generation_batch_size ({gen})", f"set generation_batch_size to a multiple of {ng}"
         else:
             mult = ng // math.gcd(ng, world_size * spg)
+            src = "" if training_args.steps_per_generation is not None else ", from gradient_accumulation_steps"
             how = (f"per_device_train_batch_size ({per_device}) x {world_size} process(es) x "
-                   f"steps_per_generation ({spg}, default gradient_accumulation_steps) = {gen}")
+                   f"steps_per_generation ({spg}{src}) = {gen}")
             fix = f"set per_device_train_batch_size to a multiple of {mult} (it counts completions, not prompts)"
         problems.append(
             f"num_generations ({ng}) must divide the completions per generation, {how}: each prompt's {ng} "
@@ -408,11 +415,16 @@ def validate_launch(script_args: Any, training_args: Any, model_args: Any, *, se
     problems: list[str] = []
     cfg = load_accelerate_config(accelerate_config) if accelerate_config else None
     cfg_cpu = bool(cfg is not None and getattr(cfg, "use_cpu", False))
-    if num_processes is None:
-        num_processes = int(cfg.num_processes) if cfg is not None and cfg.num_processes and cfg.num_processes > 0 \
-            else max(1, len(trainer_gpus))
-    machines = num_machines or (int(cfg.num_machines) if cfg is not None else 1)
-    world_size = int(num_processes)
+    machines = num_machines or (int(cfg.num_machines) if cfg is not None and cfg.num_machines else 1)
+    # The launchers pass `--num_processes <trainer GPU count>` to accelerate, overriding the file's value.
+    if num_processes is not None:
+        world_size = int(num_processes)
+    elif trainer_gpus and machines == 1:
+        world_size = len(trainer_gpus)
+    elif cfg is not None and cfg.num_processes and cfg.num_processes > 0:
+        world_size = int(cfg.num_processes)
+    else:
+        world_size = 1
 
     server_mode = bool(training_args.use_vllm) and training_args.vllm_mode == "server"
     backend = getattr(script_args, "weight_sync_backend", "nccl")
@@ -424,9 +436,15 @@ def validate_launch(script_args: Any, training_args: Any, model_args: Any, *, se
                 f"{','.join(map(str, trainer_gpus))} share GPU {','.join(map(str, overlap))} but weight_sync_backend "
                 f"is nccl, and NCCL refuses two ranks on one GPU (the run would hang at the first sync): give them "
                 f"disjoint GPUs or set --weight_sync_backend filesystem")
-        elif not server_gpus and machines == 1:
+        elif not server_gpus and machines == 1 and _cuda_available():  # without CUDA the recipe check says it
             problems.append("weight_sync_backend: nccl needs the server on a GPU (--server-gpus ID); for the CPU "
                             "build of vLLM set --weight_sync_backend filesystem")
+    dist = getattr(getattr(cfg, "distributed_type", None), "value", getattr(cfg, "distributed_type", None))
+    if cfg is not None and dist == "NO" and world_size > 1:
+        problems.append(
+            f"--accelerate-config {accelerate_config} runs one process (distributed_type NO) but {world_size} "
+            f"training processes are asked for; use accelerate_configs/multi_gpu.yaml or zero2.yaml "
+            f"(cpu_ddp.yaml on CPU)")
     if cfg_cpu and trainer_gpus:
         problems.append(f"--accelerate-config {accelerate_config} trains on CPU (use_cpu: true) but --trainer-gpus "
                         f"{','.join(map(str, trainer_gpus))} was given; pick a GPU accelerate config or drop the GPUs")
