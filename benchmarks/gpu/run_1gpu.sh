@@ -33,6 +33,7 @@ MODEL=$B/model
 STEPS=${STEPS:-8}
 SERVER_STEPS=${SERVER_STEPS:-10}
 EVAL_STEPS=${EVAL_STEPS:-5}
+LIMIT=${LIMIT:-540}  # seconds per training/engine command: a slow stage still leaves its results
 mkdir -p "$RES" "$B/runs" "$OUT"
 export PYTHONPATH=/tmp/site:$REPO:$REPO/benchmarks/gpu/hook
 export PYTHON=python3 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 WANDB_MODE=disabled TQDM_DISABLE=1
@@ -71,7 +72,7 @@ stage_zero2() {
   log "zero2: (a) ZeRO-2, transformers generation, $STEPS steps"
   rm -rf "$B/runs/zero2" "$RES/zero2_timing.jsonl"
   monitor "$RES/zero2_gpumem.csv"
-  BENCH_TIMING_OUT=$RES/zero2_timing.jsonl accelerate launch --config_file accelerate_configs/zero2.yaml \
+  BENCH_TIMING_OUT=$RES/zero2_timing.jsonl timeout -k 30 "$LIMIT" accelerate launch --config_file accelerate_configs/zero2.yaml \
     --num_processes 1 recipes/grpo.py --config benchmarks/gpu/grpo_1gpu.yaml "${COMMON[@]}" \
     --output_dir "$B/runs/zero2" --use_vllm false --generation_kwargs '{"min_new_tokens": 512}' \
     --max_steps "$STEPS" 2>&1 | tee "$RES/zero2.log"
@@ -94,7 +95,7 @@ stage_colocate() {
   log "colocate: (c) TRL colocate, ZeRO-2, $STEPS steps"
   rm -rf "$B/runs/colocate" "$RES/colocate_timing.jsonl"
   monitor "$RES/colocate_gpumem.csv"
-  BENCH_ENGINE_PROBE=1 BENCH_TIMING_OUT=$RES/colocate_timing.jsonl accelerate launch \
+  BENCH_ENGINE_PROBE=1 BENCH_TIMING_OUT=$RES/colocate_timing.jsonl timeout -k 30 "$LIMIT" accelerate launch \
     --config_file accelerate_configs/zero2.yaml --num_processes 1 recipes/grpo.py \
     --config benchmarks/gpu/grpo_1gpu.yaml "${COMMON[@]}" --output_dir "$B/runs/colocate" \
     --use_vllm true --vllm_mode colocate --generation_kwargs '{"ignore_eos": true}' \
@@ -108,7 +109,7 @@ stage_server() {
   log "server: (b) launch/grpo.sh, server on the same GPU, filesystem sync, eval every $EVAL_STEPS steps"
   rm -rf "$B/runs/server" "$RES/server_timing.jsonl"
   monitor "$RES/server_gpumem.csv"
-  BENCH_ENGINE_PROBE=1 BENCH_TIMING_OUT=$RES/server_timing.jsonl bash launch/grpo.sh \
+  BENCH_ENGINE_PROBE=1 BENCH_TIMING_OUT=$RES/server_timing.jsonl timeout -k 60 "$LIMIT" bash launch/grpo.sh \
     --server-gpus 0 --trainer-gpus 0 --accelerate-config accelerate_configs/zero2.yaml \
     recipes/qwen2.5-math-1.5b/grpo_1gpu.yaml "${COMMON[@]}" --output_dir "$B/runs/server" \
     --per_device_train_batch_size 32 --gradient_accumulation_steps 8 --steps_per_generation 8 \
@@ -125,7 +126,7 @@ stage_server() {
 stage_raw() {
   log "raw: the vLLM engine alone, same prompts and sampling"
   monitor "$RES/raw_gpumem.csv"
-  python3 benchmarks/gpu/raw_engine.py --model "$MODEL" --data "$DATA/train.jsonl" --out "$RES/raw.json" \
+  timeout -k 30 "$LIMIT" python3 benchmarks/gpu/raw_engine.py --model "$MODEL" --data "$DATA/train.jsonl" --out "$RES/raw.json" \
     --gpu-memory-utilization 0.3 --max-model-len 2048 --max-tokens 512 2>&1 | tee "$RES/raw.log"
   local rc=$?
   unmonitor
