@@ -614,7 +614,8 @@ def parse_recipe_for_launch(config: str, overrides: Sequence[str] = ()) -> tuple
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m math_grpo.validation",
-        description="Check a GRPO recipe and its launch set-up before starting anything (exit 2 on a problem).")
+        description="Check a GRPO recipe and its launch set-up before starting anything (exit 2 on a problem).",
+        allow_abbrev=False)
     parser.add_argument("--config", required=True, help="the GRPO recipe YAML")
     parser.add_argument("--server-gpus", default="", help="CUDA ids of the vLLM server ('' = CPU build)")
     parser.add_argument("--trainer-gpus", default="", help="CUDA ids of the training processes ('' = CPU)")
