@@ -24,7 +24,21 @@ def _preload() -> None:
 _preload()
 
 
+def _warm_up() -> None:
+    """Run each checker once so lazy imports and caches are filled before the forkserver forks."""
+    for mode in ("drgrpo", "accurate"):
+        try:
+            run_task(mode, "\\frac{\\sqrt{2}}{2}+x", ["\\frac{1}{\\sqrt{2}} + x"])
+            run_task(mode, "(x+1)^2", ["x^2+2x+1"])
+            run_task(mode, "\\sqrt{2}", ["1.5"])
+        except Exception:
+            pass
+
+
 def run_task(mode: str, given: str, ground_truths: list[str]) -> bool:
     """Answer correctness of `given` against any of `ground_truths` with the full (sympy) checks."""
     checker = drgrpo.check if mode == "drgrpo" else accurate.check
     return any(bool(checker(given, gt)) for gt in ground_truths)
+
+
+_warm_up()

@@ -11,8 +11,10 @@ shut down at interpreter exit.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import multiprocessing as mp
 import os
+import sys
 import threading
 import time
 from multiprocessing.connection import Connection, wait
@@ -55,11 +57,32 @@ def _serve(conn: Connection) -> None:
             return
 
 
+_MAIN_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _hidden_main():
+    """Start workers without re-importing the caller's main script (the trainer imports torch there, and a
+    script without a `__main__` guard would start processes from inside the child)."""
+    main = sys.modules.get("__main__")
+    with _MAIN_LOCK:
+        saved = {k: main.__dict__.pop(k) for k in ("__file__", "__spec__") if main and k in main.__dict__}
+        if main is not None:
+            main.__spec__ = None
+        try:
+            yield
+        finally:
+            if main is not None:
+                main.__dict__.pop("__spec__", None)
+                main.__dict__.update(saved)
+
+
 class _Worker:
     def __init__(self, ctx) -> None:
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_serve, args=(child,), daemon=True)
-        self.proc.start()
+        with _hidden_main():
+            self.proc.start()
         child.close()
         self.item: int | None = None
         self.started = time.monotonic()
