@@ -467,3 +467,33 @@ def test_cli_bf16_on_cpu_says_what_to_do(tmp_path):
     path = os.path.join(REPO, "recipes", "qwen2.5-math-1.5b", "grpo_2gpu.yaml")
     proc = _cli("--config", path, "--no-port-check")
     assert proc.returncode == 2 and "bf16" in proc.stderr and "--use_cpu true" in proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Slurm
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_slurm_scripts_parse():
+    for name in ("grpo.sbatch", "server.sh", "train.sh"):
+        proc = run(["bash", "-n", os.path.join(REPO, "launch", "slurm", name)], check=False)
+        assert proc.returncode == 0, proc.stderr
+
+
+def test_slurm_dry_run_plans_server_and_multinode_training():
+    """DRY_RUN=1 outside Slurm: the real plan (our recipe parser and vllm_server plan), no process started."""
+    recipe = os.path.join(REPO, "recipes", "qwen2.5-math-1.5b", "grpo_multinode.yaml")
+    proc = run(["bash", os.path.join(REPO, "launch", "slurm", "grpo.sbatch"), recipe, *CPU_PARSE],
+               env={"SLURM_JOB_NODELIST": "srv1,srv2,trn1,trn2", "SERVER_NODES": "2", "VLLM_TP": "2",
+                    "DRY_RUN": "1", "PATH": "/usr/bin:/bin:" + os.path.dirname(sys.executable),
+                    "PYTHON": sys.executable}, timeout=180)
+    out = proc.stdout
+    assert "vLLM TP=2 x DP=8 at http://srv1:8000" in out
+    assert "--tensor-parallel-size 2" in out and "--data-parallel-size 8" in out
+    assert "--num-processes 16 --num-machines 2 --server-running" in out  # validation with the real world size
+    train = [line for line in out.splitlines() if line.startswith("[dry-run] train")]
+    assert len(train) == 2
+    for rank, (node, line) in enumerate(zip(("trn1", "trn2"), train)):
+        assert line.startswith(f"[dry-run] train {node}:") and f"--machine_rank {rank}" in line
+        assert "--num_machines 2 --num_processes 16" in line and "--main_process_ip trn1" in line
+        assert "--vllm_server_base_url http://srv1:8000" in line
