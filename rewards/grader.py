@@ -73,7 +73,10 @@ def grade_batch(
         if not formatted:
             results[i] = GradeResult(0.0, 0.0, 0.0)
             continue
-        if answer is None or gt is None:
+        if gt is None:
+            results[i] = GradeResult(1.0, 0.0, 0.0, error="ground truth is missing")
+            continue
+        if answer is None:
             results[i] = GradeResult(1.0, 0.0, 0.0)
             continue
         gts = ground_truth_list(gt)

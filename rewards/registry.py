@@ -64,6 +64,7 @@ def _grade_rows(texts: list[str | None], answers: list, mode: str, timeout: floa
                 ) -> list[GradeResult | None]:
     """Grade with a small cache (TRL calls several reward functions on the same completions)."""
     out: list[GradeResult | None] = [None] * len(texts)
+    _count("items", len(texts))
     todo = []
     for i, (t, a) in enumerate(zip(texts, answers)):
         if t is None:
@@ -95,7 +96,6 @@ def _grade_rows(texts: list[str | None], answers: list, mode: str, timeout: floa
                 _CACHE.move_to_end(key)
             while len(_CACHE) > _CACHE_SIZE:
                 _CACHE.popitem(last=False)
-        _count("items", len(todo))
         timeouts = sum(r.timed_out for r in res)
         errors = sum(r.error is not None for r in res)
         if timeouts:
