@@ -124,10 +124,13 @@ class Generator(Protocol):
 class ServerGenerator:
     """OpenAI-compatible completions on the vLLM server (the same server that samples the rollouts)."""
 
-    def __init__(self, client: Any, batch_size: int = 256, timeout: float | None = None):
+    def __init__(self, client: Any, batch_size: int = 256, timeout: float | None = None, send_seed: bool = False):
         self.client = client
         self.batch_size = batch_size
         self.timeout = timeout
+        # A per-request seed kills the engine of vLLM's CPU build ("CPU Generator does not use offset"), and
+        # with it every rollout of the run: only send one when asked (GPU servers, reproducible pass@k).
+        self.send_seed = send_seed
 
     def generate(self, prompts: list[str], sampling: SamplingSettings) -> list[list[dict[str, Any]]]:
         out: list[list[dict[str, Any]]] = []
@@ -135,7 +138,8 @@ class ServerGenerator:
             out.extend(self.client.generate_text(
                 prompts[i:i + self.batch_size], n=sampling.n, temperature=sampling.temperature,
                 top_p=sampling.top_p, max_tokens=sampling.max_tokens, stop=list(sampling.stop),
-                seed=sampling.seed if sampling.temperature > 0 else None, timeout=self.timeout))
+                seed=sampling.seed if self.send_seed and sampling.temperature > 0 else None,
+                timeout=self.timeout))
         return out
 
 

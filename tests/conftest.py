@@ -1,0 +1,79 @@
+"""One real CPU vLLM server for the whole test session (it takes about 85 s to start on 2 cores).
+
+Tests that need it take the `vllm_server` fixture (and carry `pytest.mark.server`). It serves the tiny model
+of `_tiny.tiny_assets()` in float32, so server and trainer logprobs agree to about 1e-6. Tests may reload its
+weights: the weight-sync check measures its noise floor on the first sync of each run, which pushes the
+trainer's own weights, so no test depends on what an earlier test left on the server.
+
+At the end of the session the server's whole process group is stopped, and the teardown fails if anything
+of it is left behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@dataclass
+class ServerHandle:
+    url: str
+    port: int
+    model: str  # the model folder the server loaded
+    data: str  # synthetic data folder (sft/train/test.jsonl)
+    log: str
+    pid: int
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def group_processes(pgid: int) -> list[str]:
+    """Live (non-zombie) processes of a process group, as 'pid stat cmd' lines."""
+    out = subprocess.run(["ps", "-eo", "pid=,pgid=,stat=,args="], capture_output=True, text=True).stdout
+    rows = []
+    for line in out.splitlines():
+        parts = line.split(None, 3)
+        if len(parts) >= 3 and parts[1] == str(pgid) and not parts[2].startswith("Z"):
+            rows.append(line.strip())
+    return rows
+
+
+@pytest.fixture(scope="session")
+def vllm_server() -> ServerHandle:
+    from _tiny import tiny_assets
+
+    from math_grpo.vllm_server import ServerProcess, ServerSpec
+
+    assets = tiny_assets()
+    port = free_port()
+    log = os.path.join(tempfile.mkdtemp(prefix="math-grpo-vllm-"), "server.log")
+    spec = ServerSpec(model=assets["model"], port=port, dtype="float32", max_model_len=512,
+                      kv_cache_bytes=256 * 2**20)
+    server = ServerProcess(spec, log)
+    atexit.register(server.stop)  # an interrupted session must not leave a server behind either
+    server.start(health_timeout=600)
+    pid = server.proc.pid
+    try:
+        yield ServerHandle(url=server.url, port=port, model=assets["model"], data=assets["data"], log=log, pid=pid)
+    finally:
+        server.stop()
+        left = group_processes(pid)
+        assert not left, f"vLLM server processes left behind: {left}"

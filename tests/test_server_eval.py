@@ -1,0 +1,127 @@
+"""Benchmark evaluation through the real CPU vLLM server, and the same code in-process (transformers)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+import torch
+from _tiny import REPO, read_jsonl, run
+
+from math_grpo.evaluation import (
+    SamplingSettings,
+    ServerGenerator,
+    TransformersGenerator,
+    evaluate,
+    format_table,
+    load_benchmarks,
+    pass_at_k,
+    write_eval_jsonl,
+)
+from math_grpo.vllm_server import VLLMServerClient
+from math_grpo.weight_sync import _tied_embedding_name, write_safetensors
+
+pytestmark = pytest.mark.server
+
+FIXTURES = os.path.join(REPO, "tests", "fixtures", "data")
+
+
+def _model(model_dir: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), AutoTokenizer.from_pretrained(model_dir)
+
+
+def _reset_server(vllm_server, model, tmp_path) -> VLLMServerClient:
+    """Other tests reload weights: put the model under test on the server first."""
+    client = VLLMServerClient(vllm_server.url, timeout=120)
+    state = {n: p.detach().clone() for n, p in model.named_parameters()}
+    write_safetensors(state, str(tmp_path / "weights"), _tied_embedding_name(model))
+    client.reload_weights(str(tmp_path / "weights"))
+    client.reset_prefix_cache()
+    return client
+
+
+def test_evaluation_through_server_produces_metrics(vllm_server, tmp_path):
+    model, _ = _model(vllm_server.model)
+    client = _reset_server(vllm_server, model, tmp_path)
+    benches = load_benchmarks(["synthetic", f"math500={FIXTURES}/math500.jsonl"], max_samples=12,
+                              dataset_name=os.path.join(vllm_server.data, "train.jsonl"))
+    assert [b.name for b in benches] == ["synthetic", "math500"] and len(benches[0].rows) == 12
+    sampling = SamplingSettings(temperature=1.0, max_tokens=24, n=4, seed=1)
+    result = evaluate(ServerGenerator(client, timeout=120), benches, sampling, grader_mode="accurate", step=7)
+    m = result.metrics
+    for name in ("synthetic", "math500"):
+        for key in ("accuracy", "format_accuracy", "pass@1", "pass@2", "pass@4"):
+            assert 0.0 <= m[f"eval/{name}/{key}"] <= 1.0
+        assert m[f"eval/{name}/pass@1"] == pytest.approx(m[f"eval/{name}/accuracy"])
+        assert m[f"eval/{name}/pass@1"] <= m[f"eval/{name}/pass@2"] <= m[f"eval/{name}/pass@4"]
+        assert 0 < m[f"eval/{name}/mean_response_tokens"] <= 24
+    assert "eval/math500/level_1/accuracy" in m and "eval/math500/level_3/accuracy" in m
+    assert m["eval/accuracy"] == pytest.approx((m["eval/synthetic/accuracy"] + m["eval/math500/accuracy"]) / 2)
+    assert len(result.records) == (12 + len(benches[1].rows)) * 4
+    path = write_eval_jsonl(str(tmp_path), result)
+    rows = read_jsonl(path)
+    assert os.path.basename(path) == "step_0007.jsonl" and len(rows) == len(result.records)
+    assert {"benchmark", "problem", "answer", "response", "format_reward", "answer_reward"} <= set(rows[0])
+    assert "macro avg" in format_table(m, ["synthetic", "math500"])
+
+
+def test_server_and_transformers_greedy_agree(vllm_server, tmp_path):
+    """Same weights, greedy, float32: the two generators of `evaluate` must produce the same texts."""
+    model, tok = _model(vllm_server.model)
+    client = _reset_server(vllm_server, model, tmp_path)
+    benches = load_benchmarks(["synthetic"], max_samples=8, dataset_name=vllm_server.data)
+    sampling = SamplingSettings(temperature=0.0, max_tokens=16, n=1)
+    server = evaluate(ServerGenerator(client), benches, sampling)
+    local = evaluate(TransformersGenerator(model, tok, batch_size=4), benches, sampling)
+    same = sum(a["response"] == b["response"] for a, b in zip(server.records, local.records))
+    assert same >= 7, [(a["response"], b["response"]) for a, b in zip(server.records, local.records)]
+    assert server.metrics["eval/accuracy"] == pytest.approx(local.metrics["eval/accuracy"], abs=0.13)
+
+
+def test_stop_string_is_kept_in_the_text(vllm_server, tmp_path):
+    """The r1_zero format rule needs the closing </answer> that the stop cut: it must be put back."""
+    model, tok = _model(vllm_server.model)
+    client = _reset_server(vllm_server, model, tmp_path)
+    # A stop string the random model is sure to produce quickly: its own first greedy tokens.
+    first = client.generate_text(["Tom has"], max_tokens=6)[0][0]["text"]
+    stop = first[1:4] if len(first) >= 4 else first
+    out = client.generate_text(["Tom has"], max_tokens=6, stop=[stop])[0][0]
+    assert out["text"].endswith(stop) and out["finish_reason"] == "stop"
+
+
+def test_pass_at_k_estimator():
+    assert pass_at_k(4, 0, 1) == 0.0 and pass_at_k(4, 4, 1) == 1.0
+    assert pass_at_k(4, 1, 1) == pytest.approx(0.25)
+    assert pass_at_k(4, 1, 2) == pytest.approx(0.5)
+    assert pass_at_k(4, 2, 4) == 1.0
+
+
+def test_evaluate_recipe_cli_through_server_and_transformers(vllm_server, tmp_path):
+    model, _ = _model(vllm_server.model)
+    _reset_server(vllm_server, model, tmp_path)
+    out_json = str(tmp_path / "server.json")
+    proc = run([sys.executable, "recipes/evaluate.py", "--server_url", vllm_server.url, "--benchmarks",
+                f"gsm8k={FIXTURES}/gsm8k.jsonl", "synthetic", "--dataset_name", vllm_server.data,
+                "--eval_max_samples", "6", "--eval_max_tokens", "16", "--output_json", out_json,
+                "--output_dir", str(tmp_path / "run")], timeout=300)
+    assert "macro avg" in proc.stdout and "gsm8k" in proc.stdout
+    with open(out_json, encoding="utf-8") as f:
+        served = json.load(f)
+    assert 0.0 <= served["eval/accuracy"] <= 1.0 and served["eval/synthetic/num_problems"] == 6
+    assert os.path.isfile(tmp_path / "run" / "eval" / "step_0000.jsonl")
+
+    local_json = str(tmp_path / "local.json")
+    run([sys.executable, "recipes/evaluate.py", "--model", vllm_server.model, "--backend", "transformers",
+         "--benchmarks", f"gsm8k={FIXTURES}/gsm8k.jsonl", "synthetic", "--dataset_name", vllm_server.data,
+         "--eval_max_samples", "6", "--eval_max_tokens", "16", "--output_json", local_json], timeout=300)
+    with open(local_json, encoding="utf-8") as f:
+        local = json.load(f)
+    assert local["eval/synthetic/num_problems"] == 6 and set(local) >= {"eval/accuracy", "eval/format_accuracy"}
+
+    bad = run([sys.executable, "recipes/evaluate.py", "--server_url", vllm_server.url, "--benchmarks", "nope"],
+              timeout=120, check=False)
+    assert bad.returncode == 2 and "unknown benchmark 'nope'" in bad.stderr
