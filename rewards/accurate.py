@@ -67,6 +67,8 @@ def normalize(s: str) -> str:
     s = s.replace("\\infty", "\\infty ").replace("\\inf ", "\\infty ")
     s = s.strip().strip("$").strip()
     s = re.sub(r"\s*\.$", "", s)  # a final full stop
+    s = re.sub(r"^[a-zA-Z]\s*\\in\s*", "", s)  # x \in [1, 2]
+    s = _LEAD_IN.sub("", s)
     s = re.sub(r"\s+", " ", s).strip()
     return s
 
@@ -370,8 +372,32 @@ def _lists_equal(g: list[str], t: list[str], ordered: bool, heavy: bool) -> bool
     return True
 
 
+_LEAD_IN = re.compile(
+    r"^(?:(?:so|thus|therefore|hence)\s*,?\s*)?(?:the\s+)?(?:final\s+)?answer\s*(?:is\s*:?|:|=)\s*", re.I)
+_NUMBER_WORDS = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())}
+
+
+def _expand_pm(s: str) -> str:
+    """`a \\pm b` -> `a+b, a-b` (and `x = \\pm 3` -> `3, -3`), so it compares as a list of solutions."""
+    m = re.fullmatch(r"(.*?)\\pm(.*)", s)
+    if not m or "\\pm" in m.group(2) or "," in s:
+        return s
+    a, b = m.group(1).strip(), m.group(2).strip()
+    if "=" in a:
+        a = a.split("=")[-1].strip()
+    if not b:
+        return s
+    return f"{a}+{b}, {a}-{b}" if a else f"{b}, -{b}"
+
+
 def _compare(given: str, gt: str, heavy: bool) -> bool | None:
     given, gt = normalize(given), normalize(gt)
+    if ("\\pm" in given) != ("\\pm" in gt):
+        given, gt = _expand_pm(given), _expand_pm(gt)
+    given = _NUMBER_WORDS.get(given.lower(), given)
+    gt = _NUMBER_WORDS.get(gt.lower(), gt)
     if given == gt:
         return True
     if not given:
