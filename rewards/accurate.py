@@ -290,6 +290,11 @@ def _elem_equal(given: str, gt: str, heavy: bool) -> bool | None:
         return True
     if re.fullmatch(r"[a-z ]+", lg) and re.fullmatch(r"[a-z ]+", lt) and len(lt) > 2:
         return lg == lt  # text answers
+    # cheap rejections: a number never equals a word, nor an expression in a free variable
+    if (fg is not None and _is_text(t3)) or (ft is not None and _is_text(g3)):
+        return False
+    if (ft is not None and _has_variable(g3)) or (fg is not None and _has_variable(t3)):
+        return False
     if not heavy:
         return None
     if is_risky(g3) or is_risky(t3):
@@ -305,6 +310,18 @@ def _elem_equal(given: str, gt: str, heavy: bool) -> bool | None:
     if "=" in g3 or "=" in t3:
         return _math_verify(g3, t3)
     return _math_verify(g3, t3)
+
+
+_CONSTANTS = re.compile(r"\\[a-zA-Z]+|\b(?:pi|sqrt|e|i|log|ln|sin|cos|tan|exp)\b")
+
+
+def _is_text(s: str) -> bool:
+    return bool(re.fullmatch(r"[A-Za-z][A-Za-z ]+", s)) and s.lower() not in _KEEP_WORDS | {"pi", "inf", "oo"}
+
+
+def _has_variable(s: str) -> bool:
+    """A letter left after removing commands and constants: an expression that is not a number."""
+    return bool(re.search(r"[a-zA-Z]", _CONSTANTS.sub(" ", s))) and "=" not in s
 
 
 def sympy_rational(f: Fraction):

@@ -36,7 +36,16 @@ def _context():
         return mp.get_context("spawn")
 
 
+WORKER_MEMORY = 4 << 30  # bytes of address space per worker: a runaway sympy raises MemoryError instead
+
+
 def _serve(conn: Connection) -> None:
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY, WORKER_MEMORY))
+    except (ImportError, ValueError, OSError):
+        pass
     from rewards._worker import run_task
 
     conn.send(READY)  # the per-item clock starts only once imports are done

@@ -57,8 +57,8 @@ def test_overrunning_check_is_killed_counted_and_replaced():
     pool.run([("drgrpo", "1", ["1"])], 10.0)  # warm
     restarts = pool.restarts
     t = time.monotonic()
-    # a sympy check takes milliseconds; a 1 ms bound forces the timeout path
-    res = grade("<think>x</think> <answer>(x+1)^2</answer>", "x^2+2x+1", mode="drgrpo", timeout=0.001)
+    # a sympy check takes milliseconds; a 1 us bound forces the timeout path
+    res = grade("<think>x</think> <answer>(x+1)^2</answer>", "x^2+2x+1", mode="drgrpo", timeout=1e-6)
     assert time.monotonic() - t < 1.0
     assert res.timed_out and res.reward == 0.0 and res.format_reward == 1.0
     assert pool.restarts > restarts

@@ -48,7 +48,7 @@ def test_bad_rows_score_zero_and_are_counted():
 
 def test_timeouts_are_counted():
     registry.reset_stats()
-    (r1,) = get_reward_funcs(["r1_zero"], mode="drgrpo", timeout=0.001)
+    (r1,) = get_reward_funcs(["r1_zero"], mode="drgrpo", timeout=1e-6)
     assert r1(["<think>x</think> <answer>(x+1)^2</answer>"], answer=["x^2+2x+1"]) == [0.0]
     assert STATS["timeouts"] == 1
 
