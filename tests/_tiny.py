@@ -19,17 +19,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def tiny_assets() -> dict[str, str]:
     """{'data': DIR with sft/train/test.jsonl, 'model': DIR of a randomly initialised tiny Qwen2}."""
     from math_grpo.synthetic import write_synthetic_dataset
-    from math_grpo.tiny import build_tiny_model
+    from math_grpo.tiny import build_tiny_model, corpus_from_dir
 
     root = tempfile.mkdtemp(prefix="math-grpo-tiny-")
     data_dir = os.path.join(root, "data")
-    paths = write_synthetic_dataset(data_dir, n_sft=64, n_train=256, n_test=32, seed=0)
-    texts = []
-    for path in paths.values():
-        with open(path, encoding="utf-8") as f:
-            texts.extend(json.dumps(json.loads(line)) for line in f)
+    write_synthetic_dataset(data_dir, n_sft=64, n_train=256, n_test=32, seed=0)
     model_dir = os.path.join(root, "model")
-    build_tiny_model(model_dir, texts, seed=0)
+    build_tiny_model(model_dir, corpus_from_dir(data_dir), seed=0)
     return {"root": root, "data": data_dir, "model": model_dir}
 
 

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 def grpo_args(out: str, steps: int, *extra: str) -> list[str]:
     assets = tiny_assets()
     return [
-        "--config", os.path.join(REPO, "recipes/tiny/grpo.yaml"),
+        "--config", os.path.join(REPO, "tests/fixtures/recipes/grpo_test.yaml"),
         "--model_name_or_path", assets["model"],
         "--dataset_name", os.path.join(assets["data"], "train.jsonl"),
         "--output_dir", out,
@@ -93,7 +93,7 @@ def test_resume_continues_step_count_and_data_order(tmp_path):
 def test_sft_smoke(tmp_path):
     assets = tiny_assets()
     out = str(tmp_path / "sft")
-    run(accelerate_cmd("cpu.yaml", "recipes/sft.py", "--config", os.path.join(REPO, "recipes/tiny/sft.yaml"),
+    run(accelerate_cmd("cpu.yaml", "recipes/sft.py", "--config", os.path.join(REPO, "tests/fixtures/recipes/sft_test.yaml"),
                        "--model_name_or_path", assets["model"],
                        "--dataset_name", os.path.join(assets["data"], "sft.jsonl"),
                        "--output_dir", out, "--max_steps", "6", "--logging_steps", "1", "--report_to", "none",
@@ -134,7 +134,7 @@ def test_bad_inputs_end_with_one_line_error(tmp_path, override, culprit):
 
 def test_unknown_yaml_field_names_the_file(tmp_path):
     recipe = tmp_path / "bad.yaml"
-    recipe.write_text(open(os.path.join(REPO, "recipes/tiny/grpo.yaml")).read() + "\nlearning_rat: 0.1\n")
+    recipe.write_text(open(os.path.join(REPO, "tests/fixtures/recipes/grpo_test.yaml")).read() + "\nlearning_rat: 0.1\n")
     proc = run([sys.executable, os.path.join(REPO, "recipes/grpo.py"), "--config", str(recipe)], check=False, timeout=300)
     assert proc.returncode == 2
     assert "bad.yaml" in proc.stderr and "learning_rat" in proc.stderr and "Traceback" not in proc.stderr
