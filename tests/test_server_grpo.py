@@ -1,0 +1,141 @@
+"""GRPO in server mode end to end: recipes/grpo.py on the shared CPU server, and launch/grpo.sh with its own
+server (started, killed mid-run, stopped on SIGTERM), with nothing left behind."""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from _tiny import REPO, accelerate_cmd, read_jsonl, run
+from conftest import free_port, group_processes
+
+from math_grpo.checkpoints import COMPLETE_MARKER
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
+RECIPE = os.path.join(REPO, "recipes", "tiny", "grpo_server.yaml")
+
+
+def small_run(model: str, data: str, out: str, steps: int, *extra: str) -> list[str]:
+    return ["--model_name_or_path", model, "--dataset_name", os.path.join(data, "train.jsonl"),
+            "--output_dir", out, "--max_steps", str(steps), "--per_device_train_batch_size", "8",
+            "--num_generations", "4", "--max_completion_length", "16", "--eval_max_tokens", "16",
+            "--eval_max_samples", "8", "--report_to", "none", *extra]
+
+
+def test_grpo_recipe_server_mode_logs_sync_check_and_eval(vllm_server, tmp_path):
+    out = str(tmp_path / "run")
+    run(accelerate_cmd("cpu.yaml", "recipes/grpo.py", "--config", RECIPE,
+                       *small_run(vllm_server.model, vllm_server.data, out, 3, "--eval_steps", "2", "--save_steps",
+                                  "2", "--vllm_server_base_url", vllm_server.url)), timeout=600)
+    rows = read_jsonl(os.path.join(out, "metrics.jsonl"))
+    train = [r for r in rows if "train/loss" in r]
+    assert [r["step"] for r in train] == [1, 2, 3]
+    syncs = [r["weight_sync/logprob_max_abs_diff"] for r in rows if "weight_sync/logprob_max_abs_diff" in r]
+    assert len(syncs) >= 2 and all(0 <= d <= 0.05 for d in syncs), syncs
+    evals = [r for r in rows if "eval/accuracy" in r]
+    assert sorted(r["step"] for r in evals) == [0, 2, 3]  # step 0, every eval_steps, the end
+    for r in evals:
+        for key in ("eval/accuracy", "eval/format_accuracy", "eval/synthetic/accuracy", "eval/mean_response_tokens"):
+            assert isinstance(r[key], int | float) and math.isfinite(r[key]), (key, r)
+    for step in (0, 2, 3):
+        samples = read_jsonl(os.path.join(out, "eval", f"step_{step:04d}.jsonl"))
+        assert len(samples) == 8 and all("response" in s for s in samples)
+    assert os.path.isfile(os.path.join(out, "checkpoint-2", COMPLETE_MARKER))
+
+
+def _launcher(args: list[str], log_path: str) -> subprocess.Popen:
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONUNBUFFERED": "1"}
+    log = open(log_path, "w")
+    return subprocess.Popen(["bash", os.path.join(REPO, "launch", "grpo.sh"), *args], cwd=REPO, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _server_child(launcher_pid: int, timeout: float) -> int:
+    """The pid of the vLLM server the launcher started (its own process group)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            pid, ppid, args = line.split(None, 2)
+            if int(ppid) == launcher_pid and "vllm.entrypoints" in args:
+                return int(pid)
+        time.sleep(0.5)
+    raise AssertionError("the launcher started no vLLM server")
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read()
+
+
+def test_launcher_server_killed_mid_run_clear_error_checkpoint_kept(vllm_server, tmp_path):
+    out = str(tmp_path / "run")
+    port = free_port()
+    log = str(tmp_path / "launch.log")
+    proc = _launcher(["--port", str(port), RECIPE, *small_run(vllm_server.model, vllm_server.data, out, 500,
+                                                               "--save_steps", "1", "--eval_steps", "1000")], log)
+    server_pid = None
+    try:
+        server_pid = _server_child(proc.pid, 120)
+        deadline = time.monotonic() + 420
+        while not os.path.isfile(os.path.join(out, "checkpoint-2", COMPLETE_MARKER)):
+            assert proc.poll() is None, _read(log)[-4000:]
+            assert time.monotonic() < deadline, "no complete checkpoint-2 in time: " + _read(log)[-3000:]
+            time.sleep(0.5)
+        assert os.path.isfile(os.path.join(out, "server.log"))
+        os.killpg(server_pid, signal.SIGKILL)  # the server dies mid-run
+        proc.wait(timeout=180)
+    finally:
+        if proc.poll() is None:
+            _kill_group(proc.pid)
+        if server_pid:
+            _kill_group(server_pid)
+    text = _read(log)
+    assert proc.returncode != 0
+    errors = [ln for ln in text.splitlines() if ln.startswith("error:")]
+    assert errors and f"127.0.0.1:{port}" in errors[0], text[-3000:]
+    complete = [c for c in glob.glob(os.path.join(out, "checkpoint-*")) if os.path.isfile(os.path.join(c, COMPLETE_MARKER))]
+    assert complete
+    from transformers import AutoModelForCausalLM
+
+    last = max(complete, key=lambda c: int(c.rsplit("-", 1)[1]))
+    AutoModelForCausalLM.from_pretrained(last)  # intact: it loads
+    time.sleep(1)
+    assert not group_processes(server_pid) and not group_processes(proc.pid)
+    ps = subprocess.run(["ps", "-eo", "stat=,args="], capture_output=True, text=True).stdout
+    assert not [ln for ln in ps.splitlines() if out in ln and not ln.startswith("Z")], "training left behind"
+
+
+def test_launcher_sigterm_while_server_starts_stops_it(vllm_server, tmp_path):
+    port = free_port()
+    log = str(tmp_path / "launch.log")
+    proc = _launcher(["--port", str(port), RECIPE, *small_run(vllm_server.model, vllm_server.data,
+                                                               str(tmp_path / "run"), 5)], log)
+    server_pid = None
+    try:
+        server_pid = _server_child(proc.pid, 120)
+        time.sleep(2)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            _kill_group(proc.pid)
+        if server_pid:
+            _kill_group(server_pid)
+    assert proc.returncode == 143, _read(log)[-2000:]
+    assert "stopping the vLLM server" in _read(log)
+    assert not group_processes(server_pid), "server left behind"
