@@ -1,6 +1,7 @@
 """The time bound: worker processes, per-item deadline, kill and replace, threads, asyncio, pathological input."""
 
 import asyncio
+import random
 import threading
 import time
 
@@ -58,7 +59,8 @@ def test_overrunning_check_is_killed_counted_and_replaced():
     restarts = pool.restarts
     t = time.monotonic()
     # a sympy check takes milliseconds; a 1 us bound forces the timeout path
-    res = grade("<think>x</think> <answer>(x+1)^2</answer>", "x^2+2x+1", mode="drgrpo", timeout=1e-6)
+    k = random.randint(10, 10**6)  # a pair no worker has cached, so the check takes milliseconds
+    res = grade(f"<think>x</think> <answer>(x+{k})^2</answer>", f"x^2+{2 * k}x+{k * k}", mode="drgrpo", timeout=1e-6)
     assert time.monotonic() - t < 1.0
     assert res.timed_out and res.reward == 0.0 and res.format_reward == 1.0
     assert pool.restarts > restarts

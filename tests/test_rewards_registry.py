@@ -1,6 +1,7 @@
 """TRL reward functions from the string-keyed registry."""
 
 import inspect
+import random
 
 import pytest
 
@@ -49,7 +50,9 @@ def test_bad_rows_score_zero_and_are_counted():
 def test_timeouts_are_counted():
     registry.reset_stats()
     (r1,) = get_reward_funcs(["r1_zero"], mode="drgrpo", timeout=1e-6)
-    assert r1(["<think>x</think> <answer>(x+1)^2</answer>"], answer=["x^2+2x+1"]) == [0.0]
+    k = random.randint(10, 10**6)  # a pair no worker has cached, so the check takes milliseconds
+    out = r1([f"<think>x</think> <answer>(x+{k})^2</answer>"], answer=[f"x^2+{2 * k}x+{k * k}"])
+    assert out == [0.0]
     assert STATS["timeouts"] == 1
 
 
