@@ -120,7 +120,7 @@ class _Worker:
 class WorkerPool:
     """`run(tasks, timeout)` -> one result per task: the checker's value, TIMEOUT or (ERROR, message)."""
 
-    def __init__(self, processes: int | None = None, max_extra: int = 6) -> None:
+    def __init__(self, processes: int | None = None, max_extra: int = 8) -> None:
         self.size = max(1, processes or os.cpu_count() or 1)
         self.max_extra = max_extra
         self._ctx = _context()
@@ -188,9 +188,10 @@ class WorkerPool:
             now = time.monotonic()
             # Items stuck behind slow ones get an extra worker, so a batch with a few pathological answers
             # still ends about one bound after it started.
-            if (todo and not idle and not starting and len(self._workers) < self.size + self.max_extra
-                    and busy and all(now - w.started > 0.25 for w in busy.values())):
-                add_worker()
+            if todo and not idle and busy and all(now - w.started > 0.1 for w in busy.values()):
+                room = self.size + self.max_extra - len(self._workers)
+                for _ in range(min(room, len(todo) - len(starting))):
+                    add_worker()
             deadlines = [w.started + timeout for w in busy.values()]
             deadlines += [w.started + START_LIMIT for w in starting.values()]
             wait_for = max(0.0, min(deadlines) - now) if deadlines else 0.05

@@ -115,3 +115,17 @@ def test_no_worker_leak():
     for _ in range(3):
         grade_batch(["<think>x</think> <answer>(x+1)^2</answer>"] * 20, ["x^2+2x+1"] * 20)
     assert len(pool._workers) == pool.size
+
+
+def test_batch_of_genuinely_slow_checks_ends_about_one_bound_later():
+    """Checks that really run long (big symbolic simplifications) get extra workers and are cut at the bound."""
+    bound = 1.0
+    grade_batch(["<think>x</think> <answer>1</answer>"], ["x+1"])  # pool warm
+    answers = [f"<think>x</think> <answer>\\sin(x)^{{{40 + i}}}\\cos(x)^{{{30 + i}}} + (x+{i})^{{{60 + i}}}</answer>"
+               for i in range(8)]
+    gts = [f"(x+{i})^{{{61 + i}}}\\tan(x)" for i in range(8)]
+    t = time.monotonic()
+    res = grade_batch(answers + ["<think>x</think> <answer>4</answer>"], gts + ["4"], timeout=bound)
+    assert time.monotonic() - t < bound + 1
+    assert all(r.reward == 0.0 for r in res[:-1]) and res[-1].reward == 1.0
+    assert len(get_pool()._workers) == get_pool().size  # extra workers are gone afterwards
