@@ -73,19 +73,46 @@ def mark_complete(ckpt: str, step: int) -> None:
     atomic_write_text(os.path.join(ckpt, COMPLETE_MARKER), json.dumps({"step": step, "time": time.time()}))
 
 
-def is_disk_full(exc: BaseException, path: str, min_free_bytes: int = 1 << 20) -> bool:
-    """True if `exc` comes from a full disk: torch and safetensors wrap ENOSPC in their own error types."""
+def _dir_size(path: str) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(root, name))
+            except OSError:
+                pass
+    return total
+
+
+def is_disk_full(exc: BaseException, run_dir: str) -> bool:
+    """True if `exc` comes from a full disk.
+
+    torch and safetensors wrap ENOSPC in their own errors ("unexpected pos", "file write failed"), so besides
+    errno 28 and the usual texts, a failure inside a save counts as disk-full when the disk can no longer hold
+    another checkpoint of the size of the last complete one.
+    """
     if isinstance(exc, OSError) and exc.errno == 28:
         return True
     text = str(exc)
-    if "No space left" in text or "StorageFull" in text or "os error 28" in text:
+    if any(s in text for s in ("No space left", "StorageFull", "os error 28", "Disk quota exceeded")):
         return True
+    tb, in_save = exc.__traceback__, False
+    while tb is not None:
+        if "save" in tb.tb_frame.f_code.co_name:
+            in_save = True
+            break
+        tb = tb.tb_next
+    if not in_save:
+        return False
     try:
         import shutil
 
-        return "write" in text.lower() and shutil.disk_usage(path).free < min_free_bytes
+        free = shutil.disk_usage(run_dir).free
     except OSError:
         return False
+    complete = [c for c in list_checkpoints(run_dir) if is_complete(c)]
+    needed = _dir_size(complete[-1]) if complete else 1 << 20
+    return free < needed
 
 
 def list_checkpoints(run_dir: str) -> list[str]:

@@ -51,6 +51,7 @@ def parse_recipe(dataclass_types: Sequence[type], args: Sequence[str] | None = N
         if not isinstance(content, dict):
             raise MathGRPOError(f"{config}: a recipe must be a YAML mapping of field: value")
     parser = TrlParser(list(dataclass_types))
+    parser.allow_abbrev = False  # `--learning_rat` must be an error, not a silent prefix match
     try:
         return parser.parse_args_and_config(args)
     except ValueError as exc:

@@ -70,6 +70,10 @@ class GRPOScriptArguments(DataArguments, EvalArguments):
         default_factory=lambda: ["r1_zero"],
         metadata={"help": "Reward function names from rewards.registry (logged as rewards/<name>/mean)."},
     )
+    max_prompt_length: int | None = field(
+        default=None,
+        metadata={"help": "Drop (and count) training prompts longer than this many tokens; TRL 1.16 has no such cap."},
+    )
     grader_mode: str = field(default="accurate", metadata={"help": "Grader mode for rewards: drgrpo or accurate."})
     grader_timeout: float = field(default=2.0, metadata={"help": "Wall-clock bound per graded answer (s)."})
     output_root: str = field(

@@ -264,3 +264,15 @@ def format_prompts(dataset: Dataset, template: str = "r1_zero", with_completion:
         if missing:
             dataset = dataset.filter(lambda r: bool(r["solution"]))
     return dataset.map(_fmt, desc="formatting prompts")
+
+
+def drop_long_prompts(dataset: Dataset, tokenizer: Any, max_tokens: int, verbose: bool = True) -> Dataset:
+    """Drop rows whose prompt is longer than `max_tokens` tokens (TRL 1.16 would otherwise keep them whole)."""
+    lengths = [len(ids) for ids in tokenizer(dataset["prompt"], add_special_tokens=False)["input_ids"]]
+    keep = [i for i, n in enumerate(lengths) if n <= max_tokens]
+    if not keep:
+        raise MathGRPOError(f"max_prompt_length={max_tokens}: every prompt is longer (shortest: {min(lengths)} tokens)")
+    if verbose and len(keep) < len(lengths):
+        print(f"[data] dropped {len(lengths) - len(keep)} of {len(lengths)} prompts longer than "
+              f"max_prompt_length={max_tokens} tokens", flush=True)
+    return dataset.select(keep) if len(keep) < len(lengths) else dataset

@@ -44,13 +44,14 @@ def main(argv: list[str] | None = None) -> None:
 
 def train(script_args: GRPOScriptArguments, training_args, model_args) -> None:
     from accelerate import PartialState
-    from math_grpo.validation import ConfigError, validate_grpo_config
-    from math_grpo.weight_sync import MathGRPOTrainer
     from transformers import set_seed
+
     from math_grpo import checkpoints, data, models
     from math_grpo.callbacks import CompletionSamplesCallback, MetricsCallback, NonFiniteGuard, StopRequest
     from math_grpo.plotting import plot_run
     from math_grpo.tracking import init_wandb
+    from math_grpo.validation import ConfigError, validate_grpo_config
+    from math_grpo.weight_sync import MathGRPOTrainer
     from rewards.registry import get_reward_funcs
 
     state = PartialState()
@@ -73,6 +74,9 @@ def train(script_args: GRPOScriptArguments, training_args, model_args) -> None:
             limit=script_args.max_train_samples, verbose=state.is_main_process,
         )
         dataset = data.format_prompts(dataset, script_args.prompt_template)
+        if script_args.max_prompt_length:
+            dataset = data.drop_long_prompts(dataset, tokenizer, script_args.max_prompt_length,
+                                             verbose=state.is_main_process)
     try:
         reward_funcs = get_reward_funcs(
             script_args.reward_funcs, mode=script_args.grader_mode, timeout=script_args.grader_timeout,
@@ -137,6 +141,8 @@ def train(script_args: GRPOScriptArguments, training_args, model_args) -> None:
     trainer.save_model(os.path.join(run_dir, "final"))
     if state.is_main_process:
         print(f"[done] {trainer.state.global_step} steps; run dir: {run_dir}", flush=True)
+    if state.num_processes > 1:  # an undestroyed gloo/NCCL group can abort the process at exit
+        state.destroy_process_group()
 
 
 def _broadcast(value, state):

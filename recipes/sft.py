@@ -77,6 +77,8 @@ def train(script_args: SFTScriptArguments, training_args, model_args) -> None:
         tokenizer.save_pretrained(run_dir)
         why = f" ({stopper.reason})" if stopper.reason else ""
         print(f"[done] SFT: {trainer.state.global_step} steps{why}; model saved to {run_dir}", flush=True)
+    if state.num_processes > 1:  # an undestroyed gloo/NCCL group can abort the process at exit
+        state.destroy_process_group()
     if stopper.signum is not None:
         sys.exit(128 + stopper.signum)
 

@@ -43,7 +43,8 @@ def run(cmd: list[str], timeout: float = 600, env: dict[str, str] | None = None,
 
 def accelerate_cmd(config: str, script: str, *args: str) -> list[str]:
     accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
-    return [accelerate, "launch", "--config_file", os.path.join(REPO, "accelerate_configs", config),
+    port = ["--main_process_port", "0"] if "ddp" in config else []  # a free port: tests may overlap
+    return [accelerate, "launch", "--config_file", os.path.join(REPO, "accelerate_configs", config), *port,
             os.path.join(REPO, script), *args]
 
 

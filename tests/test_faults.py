@@ -1,0 +1,162 @@
+"""What real runs meet, with real processes: signals, partial checkpoints, NaN, a full disk, W&B outages.
+
+The server faults (server killed mid-run, unreachable) live in tests/test_server_*.py beside the server.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from _tiny import REPO, accelerate_cmd, read_jsonl, run
+from test_grpo_recipe import grpo_args
+
+from math_grpo.checkpoints import COMPLETE_MARKER
+
+pytestmark = pytest.mark.slow
+
+
+def _train_steps(run_dir: str) -> list[int]:
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.isfile(path):
+        return []
+    return [r["step"] for r in read_jsonl(path) if "train/loss" in r]
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path):
+    out = str(tmp_path / "run")
+    cmd = accelerate_cmd("cpu.yaml", "recipes/grpo.py", *grpo_args(out, 500, "--save_steps", "1000"))
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while len(_train_steps(out)) < 2:
+            assert proc.poll() is None, proc.stdout.read()[-4000:]
+            assert time.monotonic() < deadline, "training did not reach step 2"
+            time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGTERM)  # what Slurm does to a job step at pre-emption
+        output, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0
+    assert "received SIGTERM" in output, output[-4000:]
+    ckpts = sorted(glob.glob(os.path.join(out, "checkpoint-*")))
+    assert len(ckpts) == 1 and os.path.isfile(os.path.join(ckpts[0], COMPLETE_MARKER)), (ckpts, output[-3000:])
+    saved_step = int(ckpts[0].rsplit("-", 1)[1])
+    assert saved_step >= 2
+    # resume continues from the saved step (not from 0) and counts on
+    target = saved_step + 2
+    resumed = run(accelerate_cmd("cpu.yaml", "recipes/grpo.py",
+                                 *grpo_args(out, target, "--resume_from_checkpoint", "auto", "--save_steps", "1000")))
+    assert f"checkpoint-{saved_step}" in resumed.stdout
+    steps = _train_steps(out)
+    assert steps[-2:] == [saved_step + 1, target]
+
+
+def test_partial_checkpoint_is_skipped_on_resume(tmp_path):
+    out = str(tmp_path / "run")
+    run(accelerate_cmd("cpu.yaml", "recipes/grpo.py", *grpo_args(out, 2)))
+    # a save cut short: a newer checkpoint folder without its completion marker and missing files
+    partial = os.path.join(out, "checkpoint-7")
+    shutil.copytree(os.path.join(out, "checkpoint-2"), partial)
+    os.remove(os.path.join(partial, COMPLETE_MARKER))
+    for name in os.listdir(partial):
+        if name.startswith("optimizer"):
+            os.remove(os.path.join(partial, name))
+    proc = run(accelerate_cmd("cpu.yaml", "recipes/grpo.py", *grpo_args(out, 3, "--resume_from_checkpoint", "auto")))
+    assert "skipping incomplete checkpoint" in proc.stdout and "checkpoint-7" in proc.stdout
+    assert "resuming from" in proc.stdout and "checkpoint-2" in proc.stdout
+    assert _train_steps(out)[-1] == 3
+    assert not os.path.isdir(partial) and glob.glob(partial + ".incomplete-*")
+
+
+def test_non_finite_weights_stop_the_run_with_a_usable_checkpoint(tmp_path):
+    out = str(tmp_path / "run")
+    # Warm-up makes step 1's learning rate 0 (a good checkpoint-1); at step 2 AdamW's decoupled weight decay,
+    # lr * wd = 1e30 / 3 * 1e10, overflows float32 and every weight becomes inf (a random policy earns no
+    # reward, so the gradients alone would not move it).
+    proc = run(accelerate_cmd("cpu.yaml", "recipes/grpo.py",
+                              *grpo_args(out, 6, "--learning_rate", "1e30", "--lr_scheduler_type", "linear",
+                                         "--warmup_steps", "3", "--weight_decay", "1e10", "--save_steps", "1")),
+               check=False)
+    assert proc.returncode != 0
+    assert "non-finite" in proc.stderr and "checkpoint-1" in proc.stderr, proc.stderr[-3000:]
+    assert os.path.isfile(os.path.join(out, "checkpoint-1", COMPLETE_MARKER))
+    assert not glob.glob(os.path.join(out, "checkpoint-[2-9]"))
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(os.path.join(out, "checkpoint-1"))
+    import torch
+
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mnt = tmp_path / "small_disk"
+    mnt.mkdir()
+    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mnt)], capture_output=True)
+    if ok.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {ok.stderr.decode().strip()}")
+    yield str(mnt)
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_disk_full_while_saving_keeps_the_previous_checkpoint(small_disk):
+    out = os.path.join(small_disk, "run")
+    proc = run(accelerate_cmd("cpu.yaml", "recipes/grpo.py", *grpo_args(out, 20, "--save_steps", "1")), check=False)
+    assert proc.returncode != 0
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert errors and "disk full" in errors[-1], proc.stderr[-3000:]
+    complete = [c for c in glob.glob(os.path.join(out, "checkpoint-*")) if os.path.isfile(os.path.join(c, COMPLETE_MARKER))]
+    assert complete, "no complete checkpoint survived"
+    last = max(complete, key=lambda c: int(c.rsplit("-", 1)[1]))
+    assert last in errors[-1]
+    state = json.load(open(os.path.join(last, "trainer_state.json")))
+    assert state["global_step"] == int(last.rsplit("-", 1)[1])
+
+
+def test_wandb_unreachable_goes_offline_once_and_hides_the_key(tmp_path):
+    out = str(tmp_path / "run")
+    secret = "abcdef0123456789abcdef0123456789abcdef01"
+    env = {"WANDB_API_KEY": secret, "WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_MODE": ""}
+    cmd = accelerate_cmd("cpu.yaml", "recipes/grpo.py", *grpo_args(out, 2, "--report_to", "wandb"))
+    full_env = {k: v for k, v in {**os.environ, **env}.items() if v}
+    proc = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    said = (proc.stdout + proc.stderr).count("W&B server unreachable")
+    assert said == 1
+    assert glob.glob(os.path.join(out, "wandb", "offline-run-*"))
+    assert secret not in proc.stdout + proc.stderr
+    for path in glob.glob(os.path.join(out, "**", "*"), recursive=True):
+        if os.path.isfile(path) and os.path.getsize(path) < 20_000_000:
+            with open(path, "rb") as f:
+                assert secret.encode() not in f.read(), f"W&B key leaked into {path}"
+
+
+def test_malformed_rows_are_counted_in_a_real_run(tmp_path):
+    from _tiny import tiny_assets
+
+    src = os.path.join(tiny_assets()["data"], "train.jsonl")
+    bad = tmp_path / "train.jsonl"
+    with open(src, "rb") as f:
+        lines = f.read().splitlines()[:40]
+    lines[3] = b'{"problem": "", "answer": "1"}'
+    lines[5] = b'{"problem": "no answer"}'
+    lines[7] = b'{"problem": "\xff\xfe bad bytes", "answer": "2"}'
+    lines[9] = json.dumps({"problem": "x" * 50_000, "answer": "3"}).encode()
+    bad.write_bytes(b"\n".join(lines) + b"\n")
+    proc = run(accelerate_cmd("cpu.yaml", "recipes/grpo.py", *grpo_args(str(tmp_path / "r"), 1, "--dataset_name", str(bad))))
+    assert "kept 36 of 40 rows, skipped 4 malformed" in proc.stdout
+    proc = run([sys.executable, os.path.join(REPO, "recipes/grpo.py"),
+                *grpo_args(str(tmp_path / "r2"), 1, "--dataset_name", str(bad), "--bad_rows", "error")], check=False)
+    assert proc.returncode == 2 and "train.jsonl: row 4: empty problem" in proc.stderr
