@@ -139,3 +139,16 @@ def test_launcher_sigterm_while_server_starts_stops_it(vllm_server, tmp_path):
     assert proc.returncode == 143, _read(log)[-2000:]
     assert "stopping the vLLM server" in _read(log)
     assert not group_processes(server_pid), "server left behind"
+
+
+def test_grpo_two_processes_only_rank0_talks_http(vllm_server, tmp_path):
+    """DDP on CPU (2 processes): every rank joins the syncs, one evaluation per point, no hang."""
+    out = str(tmp_path / "run")
+    run(accelerate_cmd("cpu_ddp.yaml", "recipes/grpo.py", "--config", RECIPE,
+                       *small_run(vllm_server.model, vllm_server.data, out, 2, "--eval_steps", "1", "--save_steps",
+                                  "1000", "--vllm_server_base_url", vllm_server.url)), timeout=600)
+    rows = read_jsonl(os.path.join(out, "metrics.jsonl"))
+    assert [r["step"] for r in rows if "train/loss" in r] == [1, 2]
+    assert [r["step"] for r in rows if "eval/accuracy" in r] == [0, 1, 2]
+    syncs = [r["weight_sync/logprob_max_abs_diff"] for r in rows if "weight_sync/logprob_max_abs_diff" in r]
+    assert syncs and all(d <= 0.05 for d in syncs)
