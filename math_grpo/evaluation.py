@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from math_grpo.cli import MathGRPOError
+from math_grpo.vllm_server import ServerError
 
 STOP = ("</answer>",)
 
@@ -135,12 +136,28 @@ class ServerGenerator:
     def generate(self, prompts: list[str], sampling: SamplingSettings) -> list[list[dict[str, Any]]]:
         out: list[list[dict[str, Any]]] = []
         for i in range(0, len(prompts), self.batch_size):
-            out.extend(self.client.generate_text(
-                prompts[i:i + self.batch_size], n=sampling.n, temperature=sampling.temperature,
-                top_p=sampling.top_p, max_tokens=sampling.max_tokens, stop=list(sampling.stop),
-                seed=sampling.seed if self.send_seed and sampling.temperature > 0 else None,
-                timeout=self.timeout))
+            batch = prompts[i:i + self.batch_size]
+            try:
+                out.extend(self._request(batch, sampling))
+            except ServerError as exc:
+                if "HTTP 400" not in str(exc):
+                    raise
+                # One prompt the server refuses (longer than its context) must not void the whole batch:
+                # retry one by one; a refused prompt scores as an empty (wrong) answer and is counted.
+                for prompt in batch:
+                    try:
+                        out.extend(self._request([prompt], sampling))
+                    except ServerError as one:
+                        if "HTTP 400" not in str(one):
+                            raise
+                        out.append([{"text": "", "num_tokens": 0, "error": str(one)[:300]}] * sampling.n)
         return out
+
+    def _request(self, prompts: list[str], sampling: SamplingSettings) -> list[list[dict[str, Any]]]:
+        return self.client.generate_text(
+            prompts, n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
+            max_tokens=sampling.max_tokens, stop=list(sampling.stop),
+            seed=sampling.seed if self.send_seed and sampling.temperature > 0 else None, timeout=self.timeout)
 
 
 class TransformersGenerator:
@@ -275,7 +292,7 @@ def evaluate(generator: Generator, benchmarks: Sequence[Benchmark], sampling: Sa
         gen_s += t1 - t0
         per_problem_correct: list[int] = []
         per_level: dict[str, list[float]] = defaultdict(list)
-        b_acc, b_fmt, b_len, timeouts = [], [], [], 0
+        b_acc, b_fmt, b_len, timeouts, refused = [], [], [], 0, 0
         g = iter(grades)
         for idx, (row, group) in enumerate(zip(bench.rows, outputs)):
             correct = 0
@@ -284,6 +301,7 @@ def evaluate(generator: Generator, benchmarks: Sequence[Benchmark], sampling: Sa
                 b_acc.append(res.answer_reward)
                 b_fmt.append(res.format_reward)
                 timeouts += int(res.timed_out)
+                refused += int("error" in comp)
                 correct += int(res.answer_reward > 0)
                 if comp.get("num_tokens") is not None:
                     b_len.append(comp["num_tokens"])
@@ -303,6 +321,8 @@ def evaluate(generator: Generator, benchmarks: Sequence[Benchmark], sampling: Sa
             metrics[p + "mean_response_tokens"] = _mean(b_len)
         if timeouts:
             metrics[p + "grader_timeouts"] = timeouts
+        if refused:
+            metrics[p + "refused_prompts"] = refused // max(1, sampling.n)
         for level, vals in sorted(per_level.items()):
             metrics[f"{p}level_{level}/accuracy"] = _mean(vals)
         if sampling.n > 1:

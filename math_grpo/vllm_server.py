@@ -414,8 +414,10 @@ def plan_from_recipe(config: str, overrides: list[str] | None = None, host: str 
         out = os.path.join(script_args.output_root, training_args.run_name or time.strftime("grpo-%Y%m%d-%H%M%S"))
     use_server = bool(training_args.use_vllm and training_args.vllm_mode == "server")
     model = model_args.model_name_or_path or DEFAULT_SFT_CHECKPOINT
+    budget = getattr(script_args, "max_prompt_length", None)
     max_len = training_args.vllm_max_model_length or max_model_len_for(
-        model, training_args.max_completion_length, script_args.eval_max_tokens, script_args.benchmarks)
+        model, training_args.max_completion_length, script_args.eval_max_tokens, script_args.benchmarks,
+        **({"prompt_budget": int(budget)} if budget else {}))
     if dtype is None:
         dtype = model_args.dtype if model_args.dtype not in (None, "auto") else ("float32" if gpus is None else "auto")
     if port is None:

@@ -125,3 +125,19 @@ def test_evaluate_recipe_cli_through_server_and_transformers(vllm_server, tmp_pa
     bad = run([sys.executable, "recipes/evaluate.py", "--server_url", vllm_server.url, "--benchmarks", "nope"],
               timeout=120, check=False)
     assert bad.returncode == 2 and "unknown benchmark 'nope'" in bad.stderr
+
+
+def test_prompt_longer_than_server_context_is_counted_not_fatal(vllm_server, tmp_path):
+    model, _ = _model(vllm_server.model)
+    client = _reset_server(vllm_server, model, tmp_path)
+    path = tmp_path / "bench.jsonl"
+    rows = [{"problem": "What is 2 plus 3?", "answer": "5"},
+            {"problem": "Tom has 3 apples. " * 200 + "How many apples?", "answer": "3"},  # > 512 tokens
+            {"problem": "What is 4 plus 4?", "answer": "8"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    benches = load_benchmarks([f"long={path}"])
+    result = evaluate(ServerGenerator(client), benches, SamplingSettings(max_tokens=8))
+    assert result.metrics["eval/long/refused_prompts"] == 1
+    assert result.metrics["eval/long/num_problems"] == 3
+    refused = result.records[1]
+    assert refused["response"] == "" and refused["num_tokens"] == 0 and refused["answer_reward"] == 0
