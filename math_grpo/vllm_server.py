@@ -205,7 +205,7 @@ def _prompt_major(choices: list[dict], num_prompts: int, n: int) -> list[dict]:
     return ordered
 
 
-def make_trl_client(base_url: str, request_timeout: float, connection_timeout: float):
+def make_trl_client(base_url: str, request_timeout: float, connection_timeout: float, group_port: int = 51216):
     """TRL's `VLLMClient` with a timeout on every request and a short retry policy.
 
     Its rollout requests are posted through `_get`/`_post`, so bounding those two bounds the trainer's HTTP.
@@ -255,7 +255,7 @@ def make_trl_client(base_url: str, request_timeout: float, connection_timeout: f
     from urllib.parse import urlparse
 
     client.host = urlparse(client.base_url).hostname
-    client.group_port = 51216
+    client.group_port = group_port
     client.communicator = None
     client._updating_weights = False
     client.check_server(connection_timeout)

@@ -215,7 +215,8 @@ class ServerVLLMGeneration(VLLMGeneration):
         accelerator = self.accelerator
         base_url = self.server_base_url or f"http://{self.server_host}:{self.server_port}"
         if accelerator.is_main_process:
-            self.vllm_client = make_trl_client(base_url, self.settings.request_timeout, self.server_timeout)
+            self.vllm_client = make_trl_client(base_url, self.settings.request_timeout, self.server_timeout,
+                                               group_port=self.group_port)
             self.http = VLLMServerClient(base_url, timeout=self.settings.request_timeout, model=self.vllm_client.model)
             if self.settings.backend == "nccl":
                 self.vllm_client.init_communicator(device=accelerator.device)
