@@ -10,8 +10,8 @@
 #   --trainer-gpus IDS       GPU ids for training (default: the GPUs the server does not use)
 #   --port PORT              server port (default: the recipe's vllm_server_port, else 8000)
 #   --host HOST              server address (default 127.0.0.1: loopback only)
-#   --accelerate-config F    accelerate config (default: accelerate_configs/cpu.yaml without GPUs,
-#                            accelerate_configs/zero2.yaml with them)
+#   --accelerate-config F    accelerate config (default: cpu.yaml without GPUs, single_gpu.yaml for one
+#                            training GPU, zero2.yaml for several; all in accelerate_configs/)
 #   --health-timeout S       seconds to wait for the server's /health (default: max(recipe's
 #                            vllm_server_timeout, 60); CPU start takes about 90 s)
 #   --server-url URL         use a server that is already running (nothing is started or stopped)
@@ -59,15 +59,19 @@ if [[ $NUM_GPUS -ge 1 && -z "$TRAINER_GPUS" ]]; then
     | paste -sd, - || true)
   [[ -n "$TRAINER_GPUS" ]] || die "no GPU left for training (server on $SERVER_GPUS of $NUM_GPUS); pass --trainer-gpus"
 fi
+NUM_TRAINERS=0
+[[ -n "$TRAINER_GPUS" ]] && NUM_TRAINERS=$(tr ',' '\n' <<<"$TRAINER_GPUS" | grep -c .)
 if [[ -z "$ACC_CONFIG" ]]; then
-  if [[ -n "$TRAINER_GPUS" ]]; then ACC_CONFIG=accelerate_configs/zero2.yaml; else ACC_CONFIG=accelerate_configs/cpu.yaml; fi
+  if [[ $NUM_TRAINERS -gt 1 ]]; then ACC_CONFIG=accelerate_configs/zero2.yaml
+  elif [[ $NUM_TRAINERS -eq 1 ]]; then ACC_CONFIG=accelerate_configs/single_gpu.yaml
+  else ACC_CONFIG=accelerate_configs/cpu.yaml; fi
 fi
 [[ -f "$ACC_CONFIG" ]] || die "$ACC_CONFIG: accelerate config not found (--accelerate-config)"
 
 # Validate the recipe and this launch before anything heavy starts (one-line errors, exit 2).
 VAL_ARGS=(--config "$RECIPE" --host "$HOST" --accelerate-config "$ACC_CONFIG")
 [[ -n "$SERVER_GPUS" ]] && VAL_ARGS+=(--server-gpus "$SERVER_GPUS")
-[[ -n "$TRAINER_GPUS" ]] && VAL_ARGS+=(--trainer-gpus "$TRAINER_GPUS")
+[[ -n "$TRAINER_GPUS" ]] && VAL_ARGS+=(--trainer-gpus "$TRAINER_GPUS" --num-processes "$NUM_TRAINERS")
 [[ -n "$PORT" ]] && VAL_ARGS+=(--port "$PORT")
 [[ -n "$SERVER_URL_GIVEN" ]] && VAL_ARGS+=(--server-running)
 URL_OVERRIDE=()
@@ -148,7 +152,7 @@ fi
 ACC_ARGS=(--config_file "$ACC_CONFIG")
 if [[ -n "$TRAINER_GPUS" ]]; then
   export CUDA_VISIBLE_DEVICES=$TRAINER_GPUS
-  ACC_ARGS+=(--num_processes "$(tr ',' '\n' <<<"$TRAINER_GPUS" | grep -c .)")
+  ACC_ARGS+=(--num_processes "$NUM_TRAINERS")
 fi
 ACCELERATE=(accelerate)
 command -v accelerate >/dev/null 2>&1 || ACCELERATE=("$PYTHON" -m accelerate.commands.launch)
