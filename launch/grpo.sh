@@ -37,7 +37,7 @@ while [[ $# -gt 0 ]]; do
     --health-timeout) HEALTH_TIMEOUT=${2:?--health-timeout needs seconds}; shift 2 ;;
     --server-url) SERVER_URL_GIVEN=${2:?--server-url needs a URL}; shift 2 ;;
     --kv-cache-bytes) KV_BYTES=${2:?--kv-cache-bytes needs a number}; shift 2 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *)
       if [[ -z "$RECIPE" && "$1" != --* ]]; then RECIPE=$1; else OVERRIDES+=("$1"); fi
       shift ;;
