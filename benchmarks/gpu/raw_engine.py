@@ -49,11 +49,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.3)
     parser.add_argument("--max-model-len", type=int, default=2048)
     parser.add_argument("--max-num-batched-tokens", type=int, default=None)
+    parser.add_argument("--variants", action="store_true",
+                        help="also the rollout batch without detokenization and without logprobs (where the "
+                             "engine's time goes on the CPU side)")
     args = parser.parse_args(argv)
 
     from vllm import LLM, SamplingParams
 
-    need = (args.repeats + 1) * (2 * args.prompts) + args.repeats * args.large_prompts + args.large_prompts
+    need = (args.repeats + 1) * (3 * args.prompts) + 2 * args.repeats * args.large_prompts
     prompt_ids = load_prompt_ids(args.model, args.data, need)
     t0 = time.perf_counter()
     kwargs = {}
@@ -76,9 +79,9 @@ def main(argv: list[str] | None = None) -> None:
         cursor += k
         return chunk
 
-    def run(prompts: list[list[int]], n: int) -> dict:
+    def run(prompts: list[list[int]], n: int, detokenize: bool = True, logprobs: int | None = 0) -> dict:
         sp = SamplingParams(n=n, temperature=1.0, top_p=1.0, top_k=-1, max_tokens=args.max_tokens,
-                            ignore_eos=True, logprobs=0)
+                            ignore_eos=True, logprobs=logprobs, detokenize=detokenize)
         inputs = [{"prompt_token_ids": p} for p in prompts]
         t = time.perf_counter()
         outs = llm.generate(inputs, sampling_params=sp, use_tqdm=False)
@@ -89,14 +92,19 @@ def main(argv: list[str] | None = None) -> None:
 
     run(take(args.prompts), args.n)  # warm-up (CUDA graphs, sampler kernels)
     cases = {}
-    plan = [("rollout_n8", args.prompts, args.n, 1), ("rollout_dup_n1", args.prompts, 1, args.n),
-            ("large_n8", args.large_prompts, args.n, 1)]
-    for name, k, n, dup in plan:
+    plan = [("rollout_n8", args.prompts, args.n, 1, {}), ("rollout_dup_n1", args.prompts, 1, args.n, {}),
+            ("large_n8", args.large_prompts, args.n, 1, {})]
+    if args.variants:
+        plan = [plan[0], ("rollout_n8_no_detok", args.prompts, args.n, 1, {"detokenize": False}),
+                ("rollout_n8_no_detok_no_logprobs", args.prompts, args.n, 1, {"detokenize": False, "logprobs": None}),
+                plan[2], ("large_n8_no_detok_no_logprobs", args.large_prompts, args.n, 1,
+                          {"detokenize": False, "logprobs": None})]
+    for name, k, n, dup, kw in plan:
         runs = []
         for _ in range(args.repeats):
             prompts = take(k)
             prompts = [p for p in prompts for _ in range(dup)]
-            runs.append(run(prompts, n))
+            runs.append(run(prompts, n, **kw))
         tok_s = [r["tok_s"] for r in runs]
         cases[name] = {"sequences": k * n * dup, "runs": runs, "median_tok_s": statistics.median(tok_s),
                        "median_seconds": statistics.median(r["seconds"] for r in runs)}
