@@ -238,7 +238,12 @@ def make_trl_client(base_url: str, request_timeout: float, connection_timeout: f
             if response.status_code != 200:
                 raise ServerError(f"vLLM server at {self.base_url}: {method} {url} -> HTTP {response.status_code}: "
                                   f"{response.text.strip()[:300]}")
-            return response.json() if response.content else None
+            if not response.content:
+                return None
+            try:
+                return response.json()
+            except ValueError:  # some endpoints answer plain text
+                return response.text
 
         def reset_prefix_cache(self):
             self._post(f"{self.base_url}/reset_prefix_cache")
