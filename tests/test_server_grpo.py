@@ -48,6 +48,17 @@ def test_grpo_recipe_server_mode_logs_sync_check_and_eval(vllm_server, tmp_path)
         assert len(samples) == 8 and all("response" in s for s in samples)
     assert os.path.isfile(os.path.join(out, "checkpoint-2", COMPLETE_MARKER))
 
+    # Resume in server mode: the first sync pushes the resumed weights (not the server's start-up ones) and
+    # the check's noise floor is measured on them.
+    run(accelerate_cmd("cpu.yaml", "recipes/grpo.py", "--config", RECIPE,
+                       *small_run(vllm_server.model, vllm_server.data, out, 4, "--eval_steps", "1000", "--save_steps",
+                                  "1000", "--resume_from_checkpoint", "auto", "--vllm_server_base_url",
+                                  vllm_server.url)), timeout=600)
+    rows = read_jsonl(os.path.join(out, "metrics.jsonl"))
+    assert [r["step"] for r in rows if "train/loss" in r][-1] == 4
+    resumed = [r for r in rows if "weight_sync/logprob_max_abs_diff" in r and r["step"] >= 3]
+    assert resumed and all(r["weight_sync/logprob_max_abs_diff"] <= 0.05 for r in resumed)
+
 
 def _launcher(args: list[str], log_path: str) -> subprocess.Popen:
     env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
