@@ -5,7 +5,7 @@ number ranges drawn at random) so that a small set of worked solutions teaches t
 but cannot cover it, while many answer-only problems (what GRPO trains on) can.  Answers are MATH-style
 strings (plain integers here), so the same graders as for MATH score them.
 
-    python -m math_grpo.synthetic --out data/synthetic --n_sft 200 --n_train 4000 --n_test 400 --seed 0
+    python -m math_grpo.synthetic --out data/synthetic --n_sft 400 --n_train 4000 --n_test 400 --seed 0
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ CONTAINERS = ("box", "bag", "jar", "basket", "crate", "pack")
 Template = Callable[[random.Random, int], tuple[str, list[str], int]]
 
 
+def _factor(hi: int) -> int:
+    """Largest factor in products and quotients: a third of the additive range, at most 9."""
+    return min(9, max(3, hi // 3))
+
+
 def _add(rng: random.Random, hi: int) -> tuple[str, list[str], int]:
     n, it, a, b = rng.choice(NAMES), rng.choice(ITEMS), rng.randint(2, hi), rng.randint(2, hi)
     return (f"{n} has {a} {it}. {n} gets {b} more. How many {it} does {n} have now?",
@@ -42,14 +47,14 @@ def _sub(rng: random.Random, hi: int) -> tuple[str, list[str], int]:
 
 def _mul(rng: random.Random, hi: int) -> tuple[str, list[str], int]:
     c, it = rng.choice(CONTAINERS), rng.choice(ITEMS)
-    a, b = rng.randint(2, max(3, hi // 4)), rng.randint(2, 9)
+    a, b = rng.randint(2, _factor(hi)), rng.randint(2, _factor(hi))
     return (f"Each {c} holds {a} {it}. How many {it} are in {b} {c}s?",
-            [f"{b} * {a} = {a * b}."], a * b)
+            [f"{a} * {b} = {a * b}."], a * b)
 
 
 def _div(rng: random.Random, hi: int) -> tuple[str, list[str], int]:
     n, it = rng.choice(NAMES), rng.choice(ITEMS)
-    q, b = rng.randint(2, max(3, hi // 4)), rng.randint(2, 9)
+    q, b = rng.randint(2, _factor(hi)), rng.randint(2, _factor(hi))
     a = q * b
     return (f"{n} shares {a} {it} equally among {b} friends. How many {it} does each friend get?",
             [f"{a} / {b} = {q}."], q)
@@ -65,7 +70,7 @@ def _add_sub(rng: random.Random, hi: int) -> tuple[str, list[str], int]:
 
 def _mul_add(rng: random.Random, hi: int) -> tuple[str, list[str], int]:
     n, c, it = rng.choice(NAMES), rng.choice(CONTAINERS), rng.choice(ITEMS)
-    a, b, d = rng.randint(2, max(3, hi // 4)), rng.randint(2, 9), rng.randint(1, hi)
+    a, b, d = rng.randint(2, _factor(hi)), rng.randint(2, _factor(hi)), rng.randint(1, hi)
     return (f"{n} has {b} {c}s with {a} {it} in each and {d} loose {it}. How many {it} does {n} have?",
             [f"{b} * {a} = {a * b}.", f"{a * b} + {d} = {a * b + d}."], a * b + d)
 
@@ -93,7 +98,7 @@ TEMPLATES: dict[str, Template] = {
 }
 
 
-def make_problem(rng: random.Random, max_value: int = 50, templates: tuple[str, ...] | None = None) -> dict:
+def make_problem(rng: random.Random, max_value: int = 20, templates: tuple[str, ...] | None = None) -> dict:
     """One problem: {'problem', 'solution' (worked steps, the last one ending in the answer), 'answer' (MATH-style str)}."""
     name = rng.choice(sorted(templates or TEMPLATES))
     problem, steps, answer = TEMPLATES[name](rng, max_value)
@@ -101,7 +106,7 @@ def make_problem(rng: random.Random, max_value: int = 50, templates: tuple[str, 
     return {"problem": problem, "solution": solution, "answer": str(answer), "type": name}
 
 
-def generate_splits(n_sft: int, n_train: int, n_test: int, seed: int = 0, max_value: int = 50,
+def generate_splits(n_sft: int, n_train: int, n_test: int, seed: int = 0, max_value: int = 20,
                     templates: tuple[str, ...] | None = None) -> dict[str, list[dict]]:
     """Disjoint splits (no problem text appears twice across or within them), deterministic for a seed.
 
@@ -128,8 +133,8 @@ def generate_splits(n_sft: int, n_train: int, n_test: int, seed: int = 0, max_va
     return splits
 
 
-def write_synthetic_dataset(out_dir: str, n_sft: int = 200, n_train: int = 4000, n_test: int = 400,
-                            seed: int = 0, max_value: int = 50) -> dict[str, str]:
+def write_synthetic_dataset(out_dir: str, n_sft: int = 400, n_train: int = 4000, n_test: int = 400,
+                            seed: int = 0, max_value: int = 20) -> dict[str, str]:
     """Write sft.jsonl (problem, solution, answer), train.jsonl and test.jsonl (problem, answer).
 
     Train and test carry only final answers: that is all a verifiable reward needs, and it is the point of
@@ -151,10 +156,10 @@ def write_synthetic_dataset(out_dir: str, n_sft: int = 200, n_train: int = 4000,
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="Output folder for sft/train/test.jsonl.")
-    parser.add_argument("--n_sft", type=int, default=200, help="Worked solutions for SFT.")
+    parser.add_argument("--n_sft", type=int, default=400, help="Worked solutions for SFT.")
     parser.add_argument("--n_train", type=int, default=4000, help="Answer-only problems for GRPO.")
     parser.add_argument("--n_test", type=int, default=400, help="Held-out answer-only problems.")
-    parser.add_argument("--max_value", type=int, default=50, help="Largest number drawn for additions.")
+    parser.add_argument("--max_value", type=int, default=20, help="Largest number drawn for additions.")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     paths = write_synthetic_dataset(args.out, args.n_sft, args.n_train, args.n_test, args.seed, args.max_value)
