@@ -9,9 +9,11 @@
 #   zero2     (a) accelerate launch, DeepSpeed ZeRO-2 (accelerate_configs/zero2.yaml), transformers generation
 #   vllm      join and install vLLM 0.26 (/tmp/wheels/vllm.part.00-01 from earlier calls + .gpuwheels/part3)
 #   colocate  (c) TRL colocate mode (vLLM in the training process, 0.3 of the GPU), ZeRO-2, engine probe
+#   colocate_nodetok  the same with detokenize=False (TRL decodes token ids itself; see RESULTS.md)
 #   server    (b) launch/grpo.sh with recipes/qwen2.5-math-1.5b/grpo_1gpu.yaml: vLLM server on the same GPU
 #             (0.35), filesystem weight sync + logprob check, evaluation of 500 problems every EVAL_STEPS steps
-#   raw       the raw vLLM engine (benchmarks/gpu/raw_engine.py) on the same prompts and sampling
+#   raw       the raw vLLM engine (benchmarks/gpu/raw_engine.py) on the same prompts and sampling, plus the
+#             variants without detokenization / logprobs (raw_variants.json)
 #   summary   benchmarks/gpu/summarize.py over everything measured so far on this machine
 #
 # The device tool carries 64 MiB a call, so vLLM comes in four calls, back to back on one warm machine:
@@ -21,6 +23,9 @@
 #   4. carry [.gpuwheels/part3]:  bash benchmarks/gpu/run_1gpu.sh vllm colocate summary
 #   5. (nothing to carry):        bash benchmarks/gpu/run_1gpu.sh server summary
 #   6. (nothing to carry):        bash benchmarks/gpu/run_1gpu.sh raw summary
+#   7. (nothing to carry):        bash benchmarks/gpu/run_1gpu.sh colocate_nodetok summary
+# Each of calls 1, 4-7 takes 5-10 minutes. A machine is given back after 30 minutes held, whatever happens, so
+# the whole sequence does not fit one machine: after call 5, expect to start again from call 1 (base only).
 # Results: /tmp/bench/results on the machine, copied to $OUT (logs, per-step timing jsonl, GPU memory csv).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -30,9 +35,9 @@ B=/tmp/bench
 RES=$B/results
 DATA=$B/data
 MODEL=$B/model
-STEPS=${STEPS:-8}
-SERVER_STEPS=${SERVER_STEPS:-10}
-EVAL_STEPS=${EVAL_STEPS:-5}
+STEPS=${STEPS:-6}
+SERVER_STEPS=${SERVER_STEPS:-6}   # 6 steps + a cold server start fit one 10-minute call
+EVAL_STEPS=${EVAL_STEPS:-3}
 LIMIT=${LIMIT:-540}  # seconds per training/engine command: a slow stage still leaves its results
 mkdir -p "$RES" "$B/runs" "$OUT"
 export PYTHONPATH=/tmp/site:$REPO:$REPO/benchmarks/gpu/hook
@@ -91,19 +96,22 @@ stage_vllm() {
   python3 -c "import vllm, trl; print('vllm', vllm.__version__, 'trl', trl.__version__)" | tee "$RES/versions_vllm.txt"
 }
 
-stage_colocate() {
-  log "colocate: (c) TRL colocate, ZeRO-2, $STEPS steps"
-  rm -rf "$B/runs/colocate" "$RES/colocate_timing.jsonl"
-  monitor "$RES/colocate_gpumem.csv"
-  BENCH_ENGINE_PROBE=1 BENCH_TIMING_OUT=$RES/colocate_timing.jsonl timeout -k 30 "$LIMIT" accelerate launch \
+run_colocate() {  # NAME GENERATION_KWARGS
+  local name=$1 kwargs=$2
+  log "$name: (c) TRL colocate, ZeRO-2, $STEPS steps, generation_kwargs $kwargs"
+  rm -rf "$B/runs/$name" "$RES/${name}_timing.jsonl"
+  monitor "$RES/${name}_gpumem.csv"
+  BENCH_ENGINE_PROBE=1 BENCH_TIMING_OUT=$RES/${name}_timing.jsonl timeout -k 30 "$LIMIT" accelerate launch \
     --config_file accelerate_configs/zero2.yaml --num_processes 1 recipes/grpo.py \
-    --config benchmarks/gpu/grpo_1gpu.yaml "${COMMON[@]}" --output_dir "$B/runs/colocate" \
-    --use_vllm true --vllm_mode colocate --generation_kwargs '{"ignore_eos": true}' \
-    --max_steps "$STEPS" 2>&1 | tee "$RES/colocate.log"
+    --config benchmarks/gpu/grpo_1gpu.yaml "${COMMON[@]}" --output_dir "$B/runs/$name" \
+    --use_vllm true --vllm_mode colocate --generation_kwargs "$kwargs" \
+    --max_steps "$STEPS" 2>&1 | tee "$RES/$name.log"
   local rc=$?
   unmonitor
   return $rc
 }
+stage_colocate() { run_colocate colocate '{"ignore_eos": true}'; }
+stage_colocate_nodetok() { run_colocate colocate_nodetok '{"ignore_eos": true, "detokenize": false}'; }
 
 stage_server() {
   log "server: (b) launch/grpo.sh, server on the same GPU, filesystem sync, eval every $EVAL_STEPS steps"
@@ -127,10 +135,16 @@ stage_raw() {
   log "raw: the vLLM engine alone, same prompts and sampling"
   monitor "$RES/raw_gpumem.csv"
   timeout -k 30 "$LIMIT" python3 benchmarks/gpu/raw_engine.py --model "$MODEL" --data "$DATA/train.jsonl" --out "$RES/raw.json" \
-    --gpu-memory-utilization 0.3 --max-model-len 2048 --max-tokens 512 2>&1 | tee "$RES/raw.log"
+    --gpu-memory-utilization 0.3 --max-model-len 2048 --max-tokens 512 --repeats 2 --large-prompts 64 \
+    2>&1 | tee "$RES/raw.log"
   local rc=$?
+  timeout -k 30 "$LIMIT" python3 benchmarks/gpu/raw_engine.py --model "$MODEL" --data "$DATA/train.jsonl" \
+    --out "$RES/raw_variants.json" --gpu-memory-utilization 0.3 --max-model-len 2048 --max-tokens 512 \
+    --repeats 2 --large-prompts 64 --variants 2>&1 | tee "$RES/raw_variants.log"
+  local rc2=$?
   unmonitor
-  return $rc
+  [[ $rc -ne 0 ]] && return "$rc"
+  return "$rc2"
 }
 
 stage_summary() {

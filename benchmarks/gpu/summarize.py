@@ -23,7 +23,7 @@ from typing import Any
 
 PEAK_BF16 = 989.4e12
 MEASURED_MATMUL = 798e12
-MODES = ("zero2", "colocate", "server", "nccl_zero2", "nccl_zero3")
+MODES = ("zero2", "colocate", "colocate_nodetok", "server", "nccl_zero2", "nccl_zero3")
 
 
 def read_jsonl(path: str) -> list[dict]:
@@ -147,11 +147,21 @@ def main(argv: list[str] | None = None) -> None:
         with open(raw_path, encoding="utf-8") as f:
             summary["raw"] = json.load(f)
         summary["raw"]["peak_gpu_used_gib"] = gpu_peak_gib(os.path.join(res, "raw_gpumem.csv"))
+    variants_path = os.path.join(res, "raw_variants.json")
+    if os.path.isfile(variants_path):
+        with open(variants_path, encoding="utf-8") as f:
+            summary["raw_variants"] = json.load(f)
     for mode in MODES:
         s = summarize_mode(res, mode, n_matmul, layers, hidden)
         if s:
-            if "raw" in summary and s.get("rollout_tok_s"):
-                case = "rollout_dup_n1" if mode == "colocate" else "rollout_n8"
+            if mode.endswith("_nodetok") and "raw_variants" in summary and s.get("rollout_tok_s"):
+                # the rollouts ran with detokenize=False: compare with the engine doing the same
+                anchor = summary["raw_variants"]["cases"].get("rollout_n8_no_detok", {}).get("median_tok_s")
+                if anchor:
+                    s["raw_engine_tok_s"] = anchor
+                    s["rollout_vs_raw_engine"] = s["rollout_tok_s"] / anchor
+            elif "raw" in summary and s.get("rollout_tok_s"):
+                case = "rollout_dup_n1" if mode.startswith("colocate") else "rollout_n8"
                 anchor = summary["raw"]["cases"].get(case, {}).get("median_tok_s")
                 if anchor:
                     s["raw_engine_tok_s"] = anchor
@@ -191,6 +201,9 @@ def main(argv: list[str] | None = None) -> None:
     row("peak trainer reserved (GiB)", lambda s: s["peak_trainer_reserved_gib"])
     row("peak GPU used, all processes (GiB)", lambda s: s["peak_gpu_used_gib"])
     md = "\n".join(lines)
+    if "raw_variants" in summary:
+        md += "\n\nraw engine, variants: " + ", ".join(
+            f"{k} {v['median_tok_s']:.0f} tok/s ({v['sequences']} seqs)" for k, v in summary["raw_variants"]["cases"].items())
     if "raw" in summary:
         md += "\n\nraw engine: " + ", ".join(f"{k} {v['median_tok_s']:.0f} tok/s ({v['sequences']} seqs)"
                                             for k, v in summary["raw"]["cases"].items())
