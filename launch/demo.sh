@@ -3,5 +3,7 @@
 # Usage: bash launch/demo.sh [--server off] [--out results/demo] [--seed 0]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
+# One OpenMP thread per process: the trainer, the vLLM CPU server and the reward workers share the cores, and
+# spinning OpenMP threads slow a tiny model's forward pass several times over.
+export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 exec python -m math_grpo.demo "$@"

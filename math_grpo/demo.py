@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--server", choices=["on", "off"], default="on",
                    help="GRPO rollouts on a vLLM CPU server (the GPU shape) or in-process transformers")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run of every stage with a few steps (for tests; the numbers mean nothing)")
     args = p.parse_args(argv)
     import yaml
 
@@ -62,18 +64,21 @@ def main(argv: list[str] | None = None) -> None:
     max_tokens = int(grpo_recipe.get("max_completion_length", 64))
     t0 = time.monotonic()
 
+    quick_sft = ["--max_steps", "10"] if args.quick else []
+    quick_grpo = ["--max_steps", "3", "--eval_steps", "2", "--eval_max_samples", "16"] if args.quick else []
     _run([sys.executable, "-m", "math_grpo.synthetic", "--out", data_dir, "--seed", str(args.seed)],
          "build synthetic data")
     _run([sys.executable, "-m", "math_grpo.tiny", "--data", data_dir, "--out", init_dir, "--seed", str(args.seed)],
          "build tiny model + tokenizer")
     _run(_accelerate("recipes/sft.py", "--config", "recipes/tiny/sft.yaml", "--model_name_or_path", init_dir,
-                     "--dataset_name", f"{data_dir}/sft.jsonl", "--output_dir", sft_dir, "--seed", str(args.seed)),
+                     "--dataset_name", f"{data_dir}/sft.jsonl", "--output_dir", sft_dir, "--seed", str(args.seed),
+                     *quick_sft),
          "SFT on the small set of worked solutions")
     before = evaluate(sft_dir, f"{data_dir}/test.jsonl", f"{out}/eval_sft.json", max_tokens)
 
     grpo_args = ["--model_name_or_path", sft_dir, "--dataset_name", f"{data_dir}/train.jsonl",
                  "--output_dir", grpo_dir, "--benchmarks", f"synthetic={data_dir}/test.jsonl",
-                 "--seed", str(args.seed)]
+                 "--seed", str(args.seed), *quick_grpo]
     if args.server == "on":
         grpo_time = _run(["bash", "launch/grpo.sh", grpo_yaml, *grpo_args], "GRPO (rollouts on a vLLM CPU server)")
     else:

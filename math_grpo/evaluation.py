@@ -192,8 +192,8 @@ class TransformersGenerator:
                     kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
                 else:
                     kwargs.update(temperature=None, top_p=None, top_k=None)
-                if sampling.stop:
-                    kwargs.update(stop_strings=list(sampling.stop), tokenizer=tok)
+                # No `stop_strings`: transformers rebuilds its stop-string tables on every call, which costs
+                # more than generating. Text after a stop string is cut below; EOS still ends sequences early.
                 with torch.no_grad():
                     seqs = self.model.generate(**batch, **kwargs)
                 new = seqs[:, batch["input_ids"].shape[1]:]
