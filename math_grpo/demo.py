@@ -33,7 +33,9 @@ def _run(cmd: list[str], what: str, env: dict[str, str] | None = None) -> float:
 
 
 def _accelerate(script: str, *args: str) -> list[str]:
-    return ["accelerate", "launch", "--config_file", "accelerate_configs/cpu.yaml", script, *args]
+    accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    return [accelerate if os.path.exists(accelerate) else "accelerate", "launch",
+            "--config_file", "accelerate_configs/cpu.yaml", script, *args]
 
 
 def evaluate(model_dir: str, test_file: str, out_json: str, max_tokens: int) -> float:
