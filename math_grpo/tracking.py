@@ -30,6 +30,14 @@ def _reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def take_over_wandb(training_args: Any) -> bool:
+    """Remove "wandb" from report_to and say whether it was there: W&B is logged by our MetricsCallback,
+    because the Trainer's own integration would rename eval/* to train/eval/*."""
+    wanted = "wandb" in (training_args.report_to or [])
+    training_args.report_to = [r for r in (training_args.report_to or []) if r != "wandb"]
+    return wanted
+
+
 def choose_wandb_mode() -> tuple[str, str | None]:
     """(mode, reason): respect WANDB_MODE; otherwise online only with a key and a reachable server."""
     forced = os.environ.get("WANDB_MODE")

@@ -46,7 +46,7 @@ def train(script_args: GRPOScriptArguments, training_args, model_args) -> None:
     from accelerate import PartialState
     from transformers import set_seed
 
-    from math_grpo import checkpoints, data, models
+    from math_grpo import checkpoints, data, models, tracking
     from math_grpo.callbacks import CompletionSamplesCallback, MetricsCallback, NonFiniteGuard, StopRequest
     from math_grpo.plotting import plot_run
     from math_grpo.tracking import init_wandb
@@ -62,18 +62,11 @@ def train(script_args: GRPOScriptArguments, training_args, model_args) -> None:
         raise MathGRPOError(str(exc)) from None
     set_seed(training_args.seed)
 
-    # W&B is ours, not the Trainer's: its integration would rename eval/* to train/eval/*.
-    use_wandb = "wandb" in (training_args.report_to or [])
-    training_args.report_to = [r for r in (training_args.report_to or []) if r != "wandb"]
+    use_wandb = tracking.take_over_wandb(training_args)
 
     tokenizer = models.load_tokenizer(model_args.model_name_or_path, model_args.model_revision)
     with state.local_main_process_first():
-        dataset, _ = data.load_problems(
-            script_args.dataset_name, split=script_args.dataset_train_split, config=script_args.dataset_config,
-            bad_rows=script_args.bad_rows, max_problem_chars=script_args.max_problem_chars,
-            limit=script_args.max_train_samples, verbose=state.is_main_process,
-        )
-        dataset = data.format_prompts(dataset, script_args.prompt_template)
+        dataset = data.load_training_set(script_args, verbose=state.is_main_process)
         if script_args.max_prompt_length:
             dataset = data.drop_long_prompts(dataset, tokenizer, script_args.max_prompt_length,
                                              verbose=state.is_main_process)

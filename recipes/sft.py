@@ -31,7 +31,7 @@ def train(script_args: SFTScriptArguments, training_args, model_args) -> None:
     from transformers import set_seed
     from trl import SFTTrainer
 
-    from math_grpo import checkpoints, data, models
+    from math_grpo import checkpoints, data, models, tracking
     from math_grpo.callbacks import MetricsCallback, NonFiniteGuard, StopRequest
     from math_grpo.tracking import init_wandb
 
@@ -40,17 +40,11 @@ def train(script_args: SFTScriptArguments, training_args, model_args) -> None:
         training_args.output_dir = os.path.join("results", "checkpoints", time.strftime("sft-%Y%m%d-%H%M%S"))
     run_dir = training_args.output_dir
     set_seed(training_args.seed)
-    use_wandb = "wandb" in (training_args.report_to or [])
-    training_args.report_to = [r for r in (training_args.report_to or []) if r != "wandb"]
+    use_wandb = tracking.take_over_wandb(training_args)
 
     tokenizer = models.load_tokenizer(model_args.model_name_or_path, model_args.model_revision)
     with state.local_main_process_first():
-        dataset, _ = data.load_problems(
-            script_args.dataset_name, split=script_args.dataset_train_split, config=script_args.dataset_config,
-            bad_rows=script_args.bad_rows, max_problem_chars=script_args.max_problem_chars,
-            limit=script_args.max_train_samples, verbose=state.is_main_process,
-        )
-        dataset = data.format_prompts(dataset, script_args.prompt_template, with_completion=True)
+        dataset = data.load_training_set(script_args, with_completion=True, verbose=state.is_main_process)
     dataset = dataset.select_columns(["prompt", "completion"])
     model = models.load_model(model_args, gradient_checkpointing=training_args.gradient_checkpointing)
     resume = checkpoints.resolve_resume(training_args.resume_from_checkpoint, run_dir)
