@@ -72,6 +72,9 @@ def plot_run(run_dir: str, out_name: str = "progress.png", title: str | None = N
                     label=key)
             if len(xs) > 20 and not key.startswith("eval/"):
                 ax.plot(xs, _smooth(ys, max(3, len(xs) // 15)), "-", label=f"{key} (smoothed)")
+        if not xs:  # e.g. TRL logs no KL when beta is 0
+            ax.text(0.5, 0.5, f"{key}: not logged in this run", ha="center", va="center",
+                    transform=ax.transAxes, color="gray")
         ax.set_title(label)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
