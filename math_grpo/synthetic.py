@@ -5,7 +5,7 @@ number ranges drawn at random) so that a small set of worked solutions teaches t
 but cannot cover it, while many answer-only problems (what GRPO trains on) can.  Answers are MATH-style
 strings (plain integers here), so the same graders as for MATH score them.
 
-    python -m math_grpo.synthetic --out data/synthetic --n_sft 400 --n_train 4000 --n_test 400 --seed 0
+    python -m math_grpo.synthetic --out data/synthetic --n_sft 300 --n_train 4000 --n_test 400 --seed 0
 """
 
 from __future__ import annotations
@@ -22,27 +22,56 @@ ITEMS = ("apples", "pens", "stickers", "coins", "marbles", "books", "cards", "sh
          "cookies", "balloons")
 CONTAINERS = ("box", "bag", "jar", "basket", "crate", "pack")
 
+# What happens to someone's items, and whether it adds to or takes from what they have. The phrasings are
+# many on purpose: a few hundred worked solutions show each one only a handful of times (or never), so which
+# operation a phrasing means is learnt from the many answer-only problems, the part RL is good at.
+GAINS = ("gets", "buys", "finds", "receives", "wins", "collects", "picks up", "is given", "earns", "makes",
+         "orders", "borrows", "digs up", "catches", "gathers", "brings home", "is sent", "trades for", "inherits",
+         "prints", "grows", "saves", "discovers", "is lent", "rescues", "unpacks", "gains", "adds", "fetches",
+         "is handed", "takes home", "wins back")
+LOSSES = ("loses", "gives away", "eats", "sells", "drops", "uses up", "breaks", "throws away", "donates",
+          "lends out", "spends", "misplaces", "trades away", "gifts", "returns", "recycles", "mails",
+          "shares out", "spills", "forgets", "leaves behind", "pays out", "removes", "sends away", "discards",
+          "gives back", "hands over", "drops off", "packs away", "sells off", "puts back", "lets go of")
+
 # A problem template draws its numbers from `rng` and returns (problem, solution steps, answer).
 Template = Callable[[random.Random, int], tuple[str, list[str], int]]
 
 
 def _factor(hi: int) -> int:
-    """Largest factor in products and quotients: a third of the additive range, at most 9."""
+    """Largest factor in products and quotients: a third of the additive range, from 3 to 9."""
     return min(9, max(3, hi // 3))
 
 
-def _add(rng: random.Random, hi: int) -> tuple[str, list[str], int]:
-    n, it, a, b = rng.choice(NAMES), rng.choice(ITEMS), rng.randint(2, hi), rng.randint(2, hi)
-    return (f"{n} has {a} {it}. {n} gets {b} more. How many {it} does {n} have now?",
-            [f"{a} + {b} = {a + b}."], a + b)
+def _change(rng: random.Random, hi: int, have: int) -> tuple[str, str, int]:
+    """A gain or a loss of `have`'s items: (phrase, operator, new count); a loss never goes below zero."""
+    k = rng.randint(1, max(1, hi // 2))
+    if rng.random() < 0.5 or have < 2:
+        return rng.choice(GAINS), "+", k
+    return rng.choice(LOSSES), "-", min(k, have - 1)
 
 
-def _sub(rng: random.Random, hi: int) -> tuple[str, list[str], int]:
-    n, m, it = *rng.sample(NAMES, 2), rng.choice(ITEMS)
-    a = rng.randint(3, hi)
-    b = rng.randint(1, a - 1)
-    return (f"{n} has {a} {it} and gives {b} of them to {m}. How many {it} does {n} have left?",
-            [f"{a} - {b} = {a - b}."], a - b)
+def _apply(have: int, op: str, k: int) -> int:
+    return have + k if op == "+" else have - k
+
+
+def _change1(rng: random.Random, hi: int) -> tuple[str, list[str], int]:
+    n, it, a = rng.choice(NAMES), rng.choice(ITEMS), rng.randint(2, hi)
+    verb, op, k = _change(rng, hi, a)
+    b = _apply(a, op, k)
+    return (f"{n} has {a} {it}. Then {n} {verb} {k} {it}. How many {it} does {n} have now?",
+            [f"{a} {op} {k} = {b}."], b)
+
+
+def _change2(rng: random.Random, hi: int) -> tuple[str, list[str], int]:
+    n, it, a = rng.choice(NAMES), rng.choice(ITEMS), rng.randint(2, hi)
+    verb1, op1, k1 = _change(rng, hi, a)
+    b = _apply(a, op1, k1)
+    verb2, op2, k2 = _change(rng, hi, b)
+    c = _apply(b, op2, k2)
+    return (f"{n} has {a} {it}. {n} {verb1} {k1} {it} and then {verb2} {k2} {it}. "
+            f"How many {it} does {n} have now?",
+            [f"{a} {op1} {k1} = {b}.", f"{b} {op2} {k2} = {c}."], c)
 
 
 def _mul(rng: random.Random, hi: int) -> tuple[str, list[str], int]:
@@ -60,45 +89,29 @@ def _div(rng: random.Random, hi: int) -> tuple[str, list[str], int]:
             [f"{a} / {b} = {q}."], q)
 
 
-def _add_sub(rng: random.Random, hi: int) -> tuple[str, list[str], int]:
-    n, it = rng.choice(NAMES), rng.choice(ITEMS)
-    a, b = rng.randint(2, hi), rng.randint(2, hi)
-    c = rng.randint(1, a + b - 1)
-    return (f"{n} has {a} {it}, buys {b} more and then loses {c}. How many {it} does {n} have now?",
-            [f"{a} + {b} = {a + b}.", f"{a + b} - {c} = {a + b - c}."], a + b - c)
-
-
-def _mul_add(rng: random.Random, hi: int) -> tuple[str, list[str], int]:
+def _mul_change(rng: random.Random, hi: int) -> tuple[str, list[str], int]:
     n, c, it = rng.choice(NAMES), rng.choice(CONTAINERS), rng.choice(ITEMS)
-    a, b, d = rng.randint(2, _factor(hi)), rng.randint(2, _factor(hi)), rng.randint(1, hi)
-    return (f"{n} has {b} {c}s with {a} {it} in each and {d} loose {it}. How many {it} does {n} have?",
-            [f"{b} * {a} = {a * b}.", f"{a * b} + {d} = {a * b + d}."], a * b + d)
+    b, a = rng.randint(2, _factor(hi)), rng.randint(2, _factor(hi))
+    verb, op, k = _change(rng, hi, a * b)
+    d = _apply(a * b, op, k)
+    return (f"{n} has {b} {c}s with {a} {it} in each. Then {n} {verb} {k} {it}. How many {it} does {n} have?",
+            [f"{b} * {a} = {a * b}.", f"{a * b} {op} {k} = {d}."], d)
 
 
-def _sub_sub(rng: random.Random, hi: int) -> tuple[str, list[str], int]:
-    n, m, k, it = *rng.sample(NAMES, 3), rng.choice(ITEMS)
-    a = rng.randint(4, hi)
-    b = rng.randint(1, a - 2)
-    c = rng.randint(1, a - b - 1)
-    return (f"{n} has {a} {it}, gives {b} to {m} and {c} to {k}. How many {it} does {n} have left?",
-            [f"{a} - {b} = {a - b}.", f"{a - b} - {c} = {a - b - c}."], a - b - c)
-
-
-def _sum_two(rng: random.Random, hi: int) -> tuple[str, list[str], int]:
+def _together(rng: random.Random, hi: int) -> tuple[str, list[str], int]:
     n, m, it = *rng.sample(NAMES, 2), rng.choice(ITEMS)
-    a, b = rng.randint(2, hi), rng.randint(2, hi)
-    c = rng.randint(2, hi)
-    return (f"{n} has {a} {it}, {m} has {b} {it} and they find {c} more. How many {it} do they have together?",
-            [f"{a} + {b} = {a + b}.", f"{a + b} + {c} = {a + b + c}."], a + b + c)
+    a, b = rng.randint(1, hi), rng.randint(1, max(1, hi // 2))
+    return (f"{n} has {a} {it} and {m} has {b} {it}. How many {it} do they have together?",
+            [f"{a} + {b} = {a + b}."], a + b)
 
 
 TEMPLATES: dict[str, Template] = {
-    "add": _add, "sub": _sub, "mul": _mul, "div": _div,
-    "add_sub": _add_sub, "mul_add": _mul_add, "sub_sub": _sub_sub, "sum_two": _sum_two,
+    "change1": _change1, "change2": _change2, "mul": _mul, "div": _div, "mul_change": _mul_change,
+    "together": _together,
 }
 
 
-def make_problem(rng: random.Random, max_value: int = 20, templates: tuple[str, ...] | None = None) -> dict:
+def make_problem(rng: random.Random, max_value: int = 6, templates: tuple[str, ...] | None = None) -> dict:
     """One problem: {'problem', 'solution' (worked steps, the last one ending in the answer), 'answer' (MATH-style str)}."""
     name = rng.choice(sorted(templates or TEMPLATES))
     problem, steps, answer = TEMPLATES[name](rng, max_value)
@@ -106,7 +119,7 @@ def make_problem(rng: random.Random, max_value: int = 20, templates: tuple[str, 
     return {"problem": problem, "solution": solution, "answer": str(answer), "type": name}
 
 
-def generate_splits(n_sft: int, n_train: int, n_test: int, seed: int = 0, max_value: int = 20,
+def generate_splits(n_sft: int, n_train: int, n_test: int, seed: int = 0, max_value: int = 6,
                     templates: tuple[str, ...] | None = None) -> dict[str, list[dict]]:
     """Disjoint splits (no problem text appears twice across or within them), deterministic for a seed.
 
@@ -133,8 +146,8 @@ def generate_splits(n_sft: int, n_train: int, n_test: int, seed: int = 0, max_va
     return splits
 
 
-def write_synthetic_dataset(out_dir: str, n_sft: int = 400, n_train: int = 4000, n_test: int = 400,
-                            seed: int = 0, max_value: int = 20) -> dict[str, str]:
+def write_synthetic_dataset(out_dir: str, n_sft: int = 300, n_train: int = 4000, n_test: int = 400,
+                            seed: int = 0, max_value: int = 6) -> dict[str, str]:
     """Write sft.jsonl (problem, solution, answer), train.jsonl and test.jsonl (problem, answer).
 
     Train and test carry only final answers: that is all a verifiable reward needs, and it is the point of
@@ -156,10 +169,10 @@ def write_synthetic_dataset(out_dir: str, n_sft: int = 400, n_train: int = 4000,
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="Output folder for sft/train/test.jsonl.")
-    parser.add_argument("--n_sft", type=int, default=400, help="Worked solutions for SFT.")
+    parser.add_argument("--n_sft", type=int, default=300, help="Worked solutions for SFT.")
     parser.add_argument("--n_train", type=int, default=4000, help="Answer-only problems for GRPO.")
     parser.add_argument("--n_test", type=int, default=400, help="Held-out answer-only problems.")
-    parser.add_argument("--max_value", type=int, default=20, help="Largest number drawn for additions.")
+    parser.add_argument("--max_value", type=int, default=6, help="Largest starting count (changes are up to half).")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     paths = write_synthetic_dataset(args.out, args.n_sft, args.n_train, args.n_test, args.seed, args.max_value)
