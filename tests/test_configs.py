@@ -11,6 +11,7 @@ import dataclasses
 import glob
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -101,7 +102,8 @@ def test_cpu_ddp_two_processes_all_reduce(tmp_path):
     accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
     proc = run([accelerate, "launch", "--config_file", os.path.join(REPO, "accelerate_configs", "cpu_ddp.yaml"),
                 "--main_process_port", "0", str(script)], timeout=300)
-    lines = sorted(line for line in proc.stdout.splitlines() if line.startswith("rank="))
+    # two processes share one stdout: their lines can interleave, so find the reports anywhere in it
+    lines = sorted(re.findall(r"rank=\d+ world=\d+ backend=\w+ sum=\d+", proc.stdout))
     assert lines == ["rank=0 world=2 backend=gloo sum=3", "rank=1 world=2 backend=gloo sum=3"], proc.stdout
 
 
