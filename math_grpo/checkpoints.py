@@ -159,6 +159,19 @@ def resolve_resume(resume: str | bool | None, run_dir: str) -> str | None:
     return path
 
 
+def resolve_resume_on_all_ranks(resume: str | bool | None, run_dir: str, state: Any) -> str | None:
+    """`resolve_resume` on the main process only (it may move incomplete checkpoints aside), then the same
+    answer on every rank: two ranks renaming one folder would race, and ranks must resume from one step."""
+    value = resolve_resume(resume, run_dir) if state.is_main_process else None
+    if state.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    box = [value]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
+
+
 class CompleteCheckpointCallback(TrainerCallback):
     """Marks `checkpoint-N` complete once the Trainer has finished writing it (main process only)."""
 

@@ -79,9 +79,7 @@ def train(script_args: GRPOScriptArguments, training_args, model_args) -> None:
         raise MathGRPOError(f"reward_funcs: {exc}") from None
     model = models.load_model(model_args, gradient_checkpointing=training_args.gradient_checkpointing)
 
-    resume = checkpoints.resolve_resume(training_args.resume_from_checkpoint, run_dir) if state.is_main_process \
-        else None
-    resume = _broadcast(resume, state)
+    resume = checkpoints.resolve_resume_on_all_ranks(training_args.resume_from_checkpoint, run_dir, state)
     if state.is_main_process:
         checkpoints.write_run_metadata(run_dir, script_args=script_args, training_args=training_args,
                                        model_args=model_args)
@@ -136,17 +134,6 @@ def train(script_args: GRPOScriptArguments, training_args, model_args) -> None:
         print(f"[done] {trainer.state.global_step} steps; run dir: {run_dir}", flush=True)
     if state.num_processes > 1:  # an undestroyed gloo/NCCL group can abort the process at exit
         state.destroy_process_group()
-
-
-def _broadcast(value, state):
-    """Main process decides (e.g. which checkpoint to resume); every rank must use the same answer."""
-    if state.num_processes == 1:
-        return value
-    from accelerate.utils import broadcast_object_list
-
-    box = [value]
-    broadcast_object_list(box, from_process=0)
-    return box[0]
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def train(script_args: SFTScriptArguments, training_args, model_args) -> None:
         dataset = data.load_training_set(script_args, with_completion=True, verbose=state.is_main_process)
     dataset = dataset.select_columns(["prompt", "completion"])
     model = models.load_model(model_args, gradient_checkpointing=training_args.gradient_checkpointing)
-    resume = checkpoints.resolve_resume(training_args.resume_from_checkpoint, run_dir)
+    resume = checkpoints.resolve_resume_on_all_ranks(training_args.resume_from_checkpoint, run_dir, state)
     if state.is_main_process:
         checkpoints.write_run_metadata(run_dir, script_args=script_args, training_args=training_args,
                                        model_args=model_args)
@@ -55,7 +55,7 @@ def train(script_args: SFTScriptArguments, training_args, model_args) -> None:
     if use_wandb and state.is_main_process:
         wandb_run = init_wandb(script_args.wandb_project, training_args.run_name, run_dir,
                                checkpoints.scrub_secrets({"script": vars(script_args)}))
-    guard = NonFiniteGuard(keys=("loss", "grad_norm"))
+    guard = NonFiniteGuard()
     stopper = StopRequest(time_limit_s=script_args.time_limit_s)
     trainer = SFTTrainer(
         model=model, args=training_args, train_dataset=dataset, processing_class=tokenizer,
