@@ -12,6 +12,8 @@ PANELS = (
     ("train/kl", "KL to reference"),
     ("train/loss", "loss"),
 )
+# What a panel shows when its own metric was not logged (TRL logs no KL when beta is 0).
+FALLBACK = {"train/kl": ("train/completions/mean_length", "completion length (tokens)")}
 
 
 def read_metrics(path: str) -> list[dict[str, Any]]:
@@ -63,6 +65,9 @@ def plot_run(run_dir: str, out_name: str = "progress.png", title: str | None = N
     fig, axes = plt.subplots(2, 2, figsize=(11, 7))
     for ax, (key, label) in zip(axes.flat, PANELS):
         xs, ys = series(rows, key)
+        if not xs and key in FALLBACK:
+            key, label = FALLBACK[key]
+            xs, ys = series(rows, key)
         if key == "eval/accuracy":
             for name, value in (extra_lines or {}).items():
                 ax.axhline(value, linestyle="--", linewidth=1, label=name, color="gray" if "before" in name else None)
@@ -72,7 +77,7 @@ def plot_run(run_dir: str, out_name: str = "progress.png", title: str | None = N
                     label=key)
             if len(xs) > 20 and not key.startswith("eval/"):
                 ax.plot(xs, _smooth(ys, max(3, len(xs) // 15)), "-", label=f"{key} (smoothed)")
-        if not xs:  # e.g. TRL logs no KL when beta is 0
+        if not xs:
             ax.text(0.5, 0.5, f"{key}: not logged in this run", ha="center", va="center",
                     transform=ax.transAxes, color="gray")
         ax.set_title(label)

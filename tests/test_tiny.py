@@ -9,7 +9,7 @@ import pytest
 from _tiny import tiny_assets
 
 from math_grpo.data import format_completion, format_prompt
-from math_grpo.synthetic import generate_splits, write_synthetic_dataset
+from math_grpo.synthetic import DEFAULT_TEMPLATES, GAINS, LOSSES, generate_splits, write_synthetic_dataset
 from math_grpo.tiny import TAGS, build_tiny_model, corpus_from_dir
 from rewards.grader import grade
 
@@ -40,9 +40,26 @@ def test_splits_disjoint_and_deterministic(tmp_path):
     assert generate_splits(0, 10, 100, seed=3)["test"] == generate_splits(50, 300, 100, seed=3)["test"]
 
 
+def test_worked_solutions_use_only_the_common_phrasings():
+    """The demo's premise: the phrasings beyond the first `sft_verbs` appear only in answer-only problems."""
+    splits = generate_splits(300, 300, 300, seed=1, sft_verbs=4)
+    common = set(GAINS[:4]) | set(LOSSES[:4])
+    rare = (set(GAINS) | set(LOSSES)) - common
+
+    def phrasings(rows: list[dict]) -> set[str]:
+        return {v for r in rows for v in rare | common if f" {v} " in r["problem"]}
+
+    assert phrasings(splits["sft"]) and phrasings(splits["sft"]) <= common
+    for split in ("train", "test"):
+        assert rare <= phrasings(splits[split]), f"{split} misses some phrasings"
+    assert phrasings(generate_splits(300, 0, 0, seed=1)["sft"]) & rare, "sft_verbs=None must use every phrasing"
+    with pytest.raises(ValueError, match="sft_verbs"):
+        generate_splits(1, 1, 1, sft_verbs=len(GAINS) + 1)
+
+
 def test_answers_graded_correct_against_own_solutions():
     rows = generate_splits(200, 0, 0, seed=0)["sft"]
-    assert len({r["type"] for r in rows}) >= 6, "templates are not all in use"
+    assert {r["type"] for r in rows} == set(DEFAULT_TEMPLATES), "templates are not all in use"
     for row in rows[:60]:
         assert row["solution"].endswith(f"= {row['answer']}."), row
         completion = format_completion(row["solution"], row["answer"])
