@@ -70,8 +70,9 @@ def main(argv: list[str] | None = None) -> None:
     quick_grpo = ["--max_steps", "3", "--eval_steps", "2", "--eval_max_samples", "16"] if args.quick else []
     _run([sys.executable, "-m", "math_grpo.synthetic", "--out", data_dir, "--seed", str(args.seed)],
          "build synthetic data")
-    _run([sys.executable, "-m", "math_grpo.tiny", "--data", data_dir, "--out", init_dir, "--seed", str(args.seed)],
-         "build tiny model + tokenizer")
+    # Untied input/output embeddings: measured to reach SFT's plateau in about half the steps of the tied model.
+    _run([sys.executable, "-m", "math_grpo.tiny", "--data", data_dir, "--out", init_dir, "--seed", str(args.seed),
+          "--untied"], "build tiny model + tokenizer")
     _run(_accelerate("recipes/sft.py", "--config", "recipes/tiny/sft.yaml", "--model_name_or_path", init_dir,
                      "--dataset_name", f"{data_dir}/sft.jsonl", "--output_dir", sft_dir, "--seed", str(args.seed),
                      *quick_sft),

@@ -1,12 +1,14 @@
 """Synthetic arithmetic word problems: the embedded, download-free dataset of the CPU demo.
 
-Worked solutions are few and use only the most common phrasings of "gets" and "loses" (`sft_verbs`); the
-many answer-only problems GRPO trains on, and the held-out test problems, use all of them. SFT can teach the
-format and the arithmetic but not what the other phrasings mean; only the answers carry that, which is what
-RL with a verifiable reward can learn from. Answers are MATH-style strings (plain integers here), so the
-same graders as for MATH score them.
+Worked solutions are few, and like many human-written ones, most of them are terse: they state the result
+without the steps (`short_share`). SFT imitates both styles; the tiny model is much less accurate when it
+skips the steps, and greedy decoding picks the terse style (one first token, "The", against a spread of
+digits). GRPO trains on many answer-only problems and is rewarded for correct answers only, so it can learn
+that showing the steps pays: the story of RL with verifiable rewards turning what a model can do when
+sampled into what it does. Answers are MATH-style strings (plain integers here), so the same graders as for
+MATH score them.
 
-    python -m math_grpo.synthetic --out data/synthetic --n_sft 1000 --sft_verbs 4 --n_train 4000 --n_test 400 --seed 0
+    python -m math_grpo.synthetic --out data/synthetic --n_sft 1000 --short_share 0.7 --n_train 4000 --n_test 400 --seed 0
 """
 
 from __future__ import annotations
@@ -23,19 +25,14 @@ ITEMS = ("apples", "pens", "stickers", "coins", "marbles", "books", "cards", "sh
          "cookies", "balloons")
 CONTAINERS = ("box", "bag", "jar", "basket", "crate", "pack")
 
-# What happens to someone's items, and whether it adds to or takes from what they have, most common first.
-# The worked solutions (`sft_verbs`) use only the first few of each; train and test use all of them, so which
-# operation the other phrasings mean is only in the answer-only problems: the part RL has to learn.
+# What happens to someone's items, and whether it adds to or takes from what they have.
 GAINS = ("gets", "buys", "finds", "receives", "wins", "collects", "picks up", "is given", "earns", "orders",
          "borrows", "catches", "gathers", "inherits", "discovers", "unpacks")
 LOSSES = ("loses", "gives away", "eats", "sells", "drops", "uses up", "breaks", "throws away", "donates",
           "lends out", "spends", "misplaces", "recycles", "mails", "spills", "discards")
 
-# A problem template draws its numbers from `rng` and returns (problem, solution steps, answer); `verbs` is
-# the (gains, losses) vocabulary it may use.
-Verbs = tuple[tuple[str, ...], tuple[str, ...]]
-Template = Callable[[random.Random, int, Verbs], tuple[str, list[str], int]]
-ALL_VERBS: Verbs = (GAINS, LOSSES)
+# A problem template draws its numbers from `rng` and returns (problem, solution steps, answer).
+Template = Callable[[random.Random, int], tuple[str, list[str], int]]
 
 
 def _factor(hi: int) -> int:
@@ -43,45 +40,45 @@ def _factor(hi: int) -> int:
     return min(9, max(3, hi // 3))
 
 
-def _change(rng: random.Random, hi: int, have: int, verbs: Verbs) -> tuple[str, str, int]:
+def _change(rng: random.Random, hi: int, have: int) -> tuple[str, str, int]:
     """A gain or a loss of `have`'s items: (phrase, operator, change); a loss never goes below one."""
     k = rng.randint(1, max(1, hi // 2))
     if rng.random() < 0.5 or have < 2:
-        return rng.choice(verbs[0]), "+", k
-    return rng.choice(verbs[1]), "-", min(k, have - 1)
+        return rng.choice(GAINS), "+", k
+    return rng.choice(LOSSES), "-", min(k, have - 1)
 
 
 def _apply(have: int, op: str, k: int) -> int:
     return have + k if op == "+" else have - k
 
 
-def _change1(rng: random.Random, hi: int, verbs: Verbs) -> tuple[str, list[str], int]:
+def _change1(rng: random.Random, hi: int) -> tuple[str, list[str], int]:
     n, it, a = rng.choice(NAMES), rng.choice(ITEMS), rng.randint(2, hi)
-    verb, op, k = _change(rng, hi, a, verbs)
+    verb, op, k = _change(rng, hi, a)
     b = _apply(a, op, k)
     return (f"{n} has {a} {it}. Then {n} {verb} {k} {it}. How many {it} does {n} have now?",
             [f"{a} {op} {k} = {b}."], b)
 
 
-def _change2(rng: random.Random, hi: int, verbs: Verbs) -> tuple[str, list[str], int]:
+def _change2(rng: random.Random, hi: int) -> tuple[str, list[str], int]:
     n, it, a = rng.choice(NAMES), rng.choice(ITEMS), rng.randint(2, hi)
-    verb1, op1, k1 = _change(rng, hi, a, verbs)
+    verb1, op1, k1 = _change(rng, hi, a)
     b = _apply(a, op1, k1)
-    verb2, op2, k2 = _change(rng, hi, b, verbs)
+    verb2, op2, k2 = _change(rng, hi, b)
     c = _apply(b, op2, k2)
     return (f"{n} has {a} {it}. {n} {verb1} {k1} {it} and then {verb2} {k2} {it}. "
             f"How many {it} does {n} have now?",
             [f"{a} {op1} {k1} = {b}.", f"{b} {op2} {k2} = {c}."], c)
 
 
-def _mul(rng: random.Random, hi: int, verbs: Verbs) -> tuple[str, list[str], int]:
+def _mul(rng: random.Random, hi: int) -> tuple[str, list[str], int]:
     c, it = rng.choice(CONTAINERS), rng.choice(ITEMS)
     a, b = rng.randint(2, _factor(hi)), rng.randint(2, _factor(hi))
     return (f"Each {c} holds {a} {it}. How many {it} are in {b} {c}s?",
             [f"{a} * {b} = {a * b}."], a * b)
 
 
-def _div(rng: random.Random, hi: int, verbs: Verbs) -> tuple[str, list[str], int]:
+def _div(rng: random.Random, hi: int) -> tuple[str, list[str], int]:
     n, it = rng.choice(NAMES), rng.choice(ITEMS)
     q, b = rng.randint(2, _factor(hi)), rng.randint(2, _factor(hi))
     a = q * b
@@ -89,16 +86,16 @@ def _div(rng: random.Random, hi: int, verbs: Verbs) -> tuple[str, list[str], int
             [f"{a} / {b} = {q}."], q)
 
 
-def _mul_change(rng: random.Random, hi: int, verbs: Verbs) -> tuple[str, list[str], int]:
+def _mul_change(rng: random.Random, hi: int) -> tuple[str, list[str], int]:
     n, c, it = rng.choice(NAMES), rng.choice(CONTAINERS), rng.choice(ITEMS)
     b, a = rng.randint(2, _factor(hi)), rng.randint(2, _factor(hi))
-    verb, op, k = _change(rng, hi, a * b, verbs)
+    verb, op, k = _change(rng, hi, a * b)
     d = _apply(a * b, op, k)
     return (f"{n} has {b} {c}s with {a} {it} in each. Then {n} {verb} {k} {it}. How many {it} does {n} have?",
             [f"{b} * {a} = {a * b}.", f"{a * b} {op} {k} = {d}."], d)
 
 
-def _together(rng: random.Random, hi: int, verbs: Verbs) -> tuple[str, list[str], int]:
+def _together(rng: random.Random, hi: int) -> tuple[str, list[str], int]:
     n, m, it = *rng.sample(NAMES, 2), rng.choice(ITEMS)
     a, b = rng.randint(1, hi), rng.randint(1, max(1, hi // 2))
     return (f"{n} has {a} {it} and {m} has {b} {it}. How many {it} do they have together?",
@@ -114,55 +111,55 @@ TEMPLATES: dict[str, Template] = {
 DEFAULT_TEMPLATES = ("change1", "change2", "mul", "div", "mul_change")
 
 
-def make_problem(rng: random.Random, max_value: int = 6, templates: tuple[str, ...] | None = None,
-                 verbs: Verbs = ALL_VERBS) -> dict:
+def make_problem(rng: random.Random, max_value: int = 9, templates: tuple[str, ...] | None = None) -> dict:
     """One problem: {'problem', 'solution' (worked steps, the last one ending in the answer), 'answer' (MATH-style str)}."""
     name = rng.choice(sorted(templates or DEFAULT_TEMPLATES))
-    problem, steps, answer = TEMPLATES[name](rng, max_value, verbs)
+    problem, steps, answer = TEMPLATES[name](rng, max_value)
     solution = " ".join(steps)
     return {"problem": problem, "solution": solution, "answer": str(answer), "type": name}
 
 
-def generate_splits(n_sft: int, n_train: int, n_test: int, seed: int = 0, max_value: int = 6,
-                    templates: tuple[str, ...] | None = None, sft_verbs: int | None = None) -> dict[str, list[dict]]:
+def generate_splits(n_sft: int, n_train: int, n_test: int, seed: int = 0, max_value: int = 9,
+                    templates: tuple[str, ...] | None = None, short_share: float = 0.0) -> dict[str, list[dict]]:
     """Disjoint splits (no problem text appears twice across or within them), deterministic for a seed.
 
-    `sft_verbs`: the worked solutions use only the first (most common) that many gain and loss phrasings;
-    train and test use all of them. None: every split uses all.
+    `short_share`: that share of the worked solutions skips the steps and states only the result, as terse
+    human solutions do (drawn from a separate generator, so the problems do not depend on it).
     The test split is drawn first so its problems never depend on how many training problems are asked for.
     """
     if min(n_sft, n_train, n_test) < 0:
         raise ValueError(f"split sizes must be >= 0, got sft={n_sft} train={n_train} test={n_test}")
-    if sft_verbs is not None and not 1 <= sft_verbs <= min(len(GAINS), len(LOSSES)):
-        raise ValueError(f"sft_verbs must be in 1..{min(len(GAINS), len(LOSSES))}, got {sft_verbs}")
-    rng = random.Random(seed)
+    if not 0.0 <= short_share <= 1.0:
+        raise ValueError(f"short_share must be in [0, 1], got {short_share}")
+    rng, style_rng = random.Random(seed), random.Random(seed + 1)
     seen: set[str] = set()
     splits: dict[str, list[dict]] = {}
     for split, n in (("test", n_test), ("sft", n_sft), ("train", n_train)):
-        verbs = ALL_VERBS if split != "sft" or sft_verbs is None else (GAINS[:sft_verbs], LOSSES[:sft_verbs])
         rows: list[dict] = []
         tries = 0
         while len(rows) < n:
             tries += 1
             if tries > 50 * n + 1000:
                 raise ValueError(f"could not draw {n} distinct {split} problems with max_value={max_value}")
-            row = make_problem(rng, max_value, templates, verbs)
+            row = make_problem(rng, max_value, templates)
             if row["problem"] in seen:
                 continue
             seen.add(row["problem"])
+            if split == "sft" and style_rng.random() < short_share:
+                row["solution"] = f"The answer is {row['answer']}."
             rows.append(row)
         splits[split] = rows
     return splits
 
 
 def write_synthetic_dataset(out_dir: str, n_sft: int = 1000, n_train: int = 4000, n_test: int = 400,
-                            seed: int = 0, max_value: int = 6, sft_verbs: int | None = 4) -> dict[str, str]:
+                            seed: int = 0, max_value: int = 9, short_share: float = 0.7) -> dict[str, str]:
     """Write sft.jsonl (problem, solution, answer), train.jsonl and test.jsonl (problem, answer).
 
     Train and test carry only final answers: that is all a verifiable reward needs, and it is the point of
     the demo (GRPO learns from many problems without worked solutions).
     """
-    splits = generate_splits(n_sft, n_train, n_test, seed=seed, max_value=max_value, sft_verbs=sft_verbs)
+    splits = generate_splits(n_sft, n_train, n_test, seed=seed, max_value=max_value, short_share=short_share)
     os.makedirs(out_dir, exist_ok=True)
     paths: dict[str, str] = {}
     for split in ("sft", "train", "test"):
@@ -181,13 +178,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n_sft", type=int, default=1000, help="Worked solutions for SFT.")
     parser.add_argument("--n_train", type=int, default=4000, help="Answer-only problems for GRPO.")
     parser.add_argument("--n_test", type=int, default=400, help="Held-out answer-only problems.")
-    parser.add_argument("--max_value", type=int, default=6, help="Largest starting count (changes are up to half).")
-    parser.add_argument("--sft_verbs", type=int, default=4,
-                        help="Gain and loss phrasings the worked solutions use (the most common ones); 0: all.")
+    parser.add_argument("--max_value", type=int, default=9, help="Largest starting count (changes are up to half).")
+    parser.add_argument("--short_share", type=float, default=0.7,
+                        help="Share of worked solutions that state only the result, without the steps.")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     paths = write_synthetic_dataset(args.out, args.n_sft, args.n_train, args.n_test, args.seed, args.max_value,
-                                    args.sft_verbs or None)
+                                    args.short_share)
     for split, path in paths.items():
         print(f"{split}: {path}")
 

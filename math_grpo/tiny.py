@@ -53,7 +53,8 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 512):
 
 def build_tiny_model(out_dir: str, texts: Iterable[str], seed: int = 0, hidden_size: int = 128,
                      num_layers: int = 4, num_heads: int = 4, intermediate_size: int = 512,
-                     vocab_size: int = 512, max_position_embeddings: int = 512) -> str:
+                     vocab_size: int = 512, max_position_embeddings: int = 512,
+                     tie_word_embeddings: bool = True) -> str:
     """Save a randomly initialised Qwen2 causal LM and its tokenizer to `out_dir`; returns `out_dir`."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -70,7 +71,7 @@ def build_tiny_model(out_dir: str, texts: Iterable[str], seed: int = 0, hidden_s
         num_key_value_heads=num_heads,
         head_dim=hidden_size // num_heads,
         max_position_embeddings=max_position_embeddings,
-        tie_word_embeddings=True,
+        tie_word_embeddings=tie_word_embeddings,
         bos_token_id=None,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -119,13 +120,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num_heads", type=int, default=4)
     parser.add_argument("--intermediate_size", type=int, default=512)
     parser.add_argument("--vocab_size", type=int, default=512)
+    parser.add_argument("--untied", action="store_true", help="Separate input and output embeddings.")
     args = parser.parse_args(argv)
     try:
         texts = corpus_from_dir(args.data)
     except (OSError, ValueError, KeyError) as exc:
         raise SystemExit(f"error: {args.data}: {exc}") from None
     build_tiny_model(args.out, texts, seed=args.seed, hidden_size=args.hidden_size, num_layers=args.num_layers,
-                     num_heads=args.num_heads, intermediate_size=args.intermediate_size, vocab_size=args.vocab_size)
+                     num_heads=args.num_heads, intermediate_size=args.intermediate_size, vocab_size=args.vocab_size,
+                     tie_word_embeddings=not args.untied)
     print(f"tiny model: {args.out}")
 
 

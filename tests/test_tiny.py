@@ -9,7 +9,7 @@ import pytest
 from _tiny import tiny_assets
 
 from math_grpo.data import format_completion, format_prompt
-from math_grpo.synthetic import DEFAULT_TEMPLATES, GAINS, LOSSES, generate_splits, write_synthetic_dataset
+from math_grpo.synthetic import DEFAULT_TEMPLATES, generate_splits, write_synthetic_dataset
 from math_grpo.tiny import TAGS, build_tiny_model, corpus_from_dir
 from rewards.grader import grade
 
@@ -40,21 +40,16 @@ def test_splits_disjoint_and_deterministic(tmp_path):
     assert generate_splits(0, 10, 100, seed=3)["test"] == generate_splits(50, 300, 100, seed=3)["test"]
 
 
-def test_worked_solutions_use_only_the_common_phrasings():
-    """The demo's premise: the phrasings beyond the first `sft_verbs` appear only in answer-only problems."""
-    splits = generate_splits(300, 300, 300, seed=1, sft_verbs=4)
-    common = set(GAINS[:4]) | set(LOSSES[:4])
-    rare = (set(GAINS) | set(LOSSES)) - common
-
-    def phrasings(rows: list[dict]) -> set[str]:
-        return {v for r in rows for v in rare | common if f" {v} " in r["problem"]}
-
-    assert phrasings(splits["sft"]) and phrasings(splits["sft"]) <= common
-    for split in ("train", "test"):
-        assert rare <= phrasings(splits[split]), f"{split} misses some phrasings"
-    assert phrasings(generate_splits(300, 0, 0, seed=1)["sft"]) & rare, "sft_verbs=None must use every phrasing"
-    with pytest.raises(ValueError, match="sft_verbs"):
-        generate_splits(1, 1, 1, sft_verbs=len(GAINS) + 1)
+def test_short_solutions_only_in_sft_and_problems_unchanged():
+    """`short_share` rewrites that share of worked solutions to the bare result; it never changes the problems."""
+    plain, short = generate_splits(400, 50, 50, seed=2), generate_splits(400, 50, 50, seed=2, short_share=0.7)
+    for split in ("sft", "train", "test"):
+        assert [r["problem"] for r in plain[split]] == [r["problem"] for r in short[split]]
+    terse = [r for r in short["sft"] if r["solution"] == f"The answer is {r['answer']}."]
+    assert 0.6 < len(terse) / 400 < 0.8
+    assert not any(r["solution"].startswith("The answer") for r in plain["sft"])
+    with pytest.raises(ValueError, match="short_share"):
+        generate_splits(1, 1, 1, short_share=1.5)
 
 
 def test_answers_graded_correct_against_own_solutions():
@@ -122,6 +117,10 @@ def test_build_is_deterministic_and_rejects_small_heads(tmp_path):
     assert open(tmp_path / "a" / "tokenizer.json").read() == open(tmp_path / "b" / "tokenizer.json").read()
     with pytest.raises(ValueError, match=">= 32"):
         build_tiny_model(str(tmp_path / "c"), texts, hidden_size=64, num_heads=4)
+    # The demo's untied variant: its own lm_head.weight in the file, distinct from the input embeddings.
+    build_tiny_model(str(tmp_path / "u"), texts, seed=5, tie_word_embeddings=False, **kw)
+    wu = load_file(str(tmp_path / "u" / "model.safetensors"))
+    assert "lm_head.weight" in wu and not (wu["lm_head.weight"] == wu["model.embed_tokens.weight"]).all()
 
 
 def test_corpus_from_dir_names_the_folder(tmp_path):
