@@ -1,0 +1,38 @@
+"""`make demo`'s pipeline end to end in its smoke mode (a few steps per stage; the numbers mean nothing)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+
+import pytest
+from _tiny import read_jsonl, run
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_quick_runs_every_stage(tmp_path):
+    out = str(tmp_path / "demo")
+    proc = run([sys.executable, "-m", "math_grpo.demo", "--quick", "--server", "off", "--out", out], timeout=900)
+    last = proc.stdout.strip().splitlines()[-1]
+    m = re.fullmatch(r"accuracy: before=([0-9.]+) after=([0-9.]+) sft_more=([0-9.]+)", last)
+    assert m, f"last line is not the accuracy line: {last!r}"
+    with open(os.path.join(out, "summary.json"), encoding="utf-8") as f:
+        summary = json.load(f)
+    # The printed line and the summary agree, and each number is the one its evaluation wrote.
+    for key, value in zip(("before", "after", "sft_more"), m.groups()):
+        assert abs(summary[key] - float(value)) < 1e-3
+    for key, name in (("before", "eval_sft"), ("after", "eval_grpo"), ("sft_more", "eval_sft_more")):
+        with open(os.path.join(out, f"{name}.json"), encoding="utf-8") as f:
+            assert json.load(f)["eval/accuracy"] == pytest.approx(summary[key])
+    # The continued SFT got GRPO's training time, and the run dir has its plot and metrics.
+    assert summary["grpo_train_s"] > 0
+    grpo = os.path.join(out, "grpo")
+    assert os.path.isfile(os.path.join(grpo, "progress.png"))
+    steps = [r["step"] for r in read_jsonl(os.path.join(grpo, "metrics.jsonl")) if "train/reward" in r]
+    assert steps == [1, 2, 3]
+    # The demo's model is the untied tiny Qwen2 (see math_grpo/demo.py).
+    with open(os.path.join(out, "tiny-init", "config.json"), encoding="utf-8") as f:
+        assert json.load(f)["tie_word_embeddings"] is False
