@@ -77,3 +77,20 @@ def init_wandb(project: str, run_name: str | None, run_dir: str, config: dict[st
     for key in ("train/*", "eval/*", "weight_sync/*", "rewards/*"):
         run.define_metric(key, step_metric="train/global_step")
     return run
+
+
+def start_run(run_dir: str, state: Any, use_wandb: bool, script_args: Any, training_args: Any,
+              model_args: Any) -> Any | None:
+    """Main process only: save the resolved config and git commit in the run dir, then start W&B (or None).
+
+    Both recipes call it after the resume checkpoint is resolved, so the metadata describes the run that goes on.
+    """
+    from math_grpo.checkpoints import scrub_secrets, write_run_metadata
+
+    if not state.is_main_process:
+        return None
+    write_run_metadata(run_dir, script_args=script_args, training_args=training_args, model_args=model_args)
+    if not use_wandb:
+        return None
+    return init_wandb(script_args.wandb_project, training_args.run_name, run_dir,
+                      scrub_secrets({"script": vars(script_args), "training": training_args.to_dict()}))

@@ -33,7 +33,6 @@ def train(script_args: SFTScriptArguments, training_args, model_args) -> None:
 
     from math_grpo import checkpoints, data, models, tracking
     from math_grpo.callbacks import MetricsCallback, NonFiniteGuard, StopRequest
-    from math_grpo.tracking import init_wandb
 
     state = PartialState()
     if not training_args.output_dir or training_args.output_dir == "trainer_output":
@@ -48,13 +47,7 @@ def train(script_args: SFTScriptArguments, training_args, model_args) -> None:
     dataset = dataset.select_columns(["prompt", "completion"])
     model = models.load_model(model_args, gradient_checkpointing=training_args.gradient_checkpointing)
     resume = checkpoints.resolve_resume_on_all_ranks(training_args.resume_from_checkpoint, run_dir, state)
-    if state.is_main_process:
-        checkpoints.write_run_metadata(run_dir, script_args=script_args, training_args=training_args,
-                                       model_args=model_args)
-    wandb_run = None
-    if use_wandb and state.is_main_process:
-        wandb_run = init_wandb(script_args.wandb_project, training_args.run_name, run_dir,
-                               checkpoints.scrub_secrets({"script": vars(script_args)}))
+    wandb_run = tracking.start_run(run_dir, state, use_wandb, script_args, training_args, model_args)
     guard = NonFiniteGuard()
     stopper = StopRequest(time_limit_s=script_args.time_limit_s)
     trainer = SFTTrainer(
