@@ -86,10 +86,14 @@ def test_stop_string_is_kept_in_the_text(vllm_server, tmp_path):
     """The r1_zero format rule needs the closing </answer> that the stop cut: it must be put back."""
     model, tok = _model(vllm_server.model)
     client = _reset_server(vllm_server, model, tmp_path)
-    # A stop string the random model is sure to produce quickly: its own first greedy tokens.
-    first = client.generate_text(["Tom has"], max_tokens=6)[0][0]["text"]
-    stop = first[1:4] if len(first) >= 4 else first
-    out = client.generate_text(["Tom has"], max_tokens=6, stop=[stop])[0][0]
+    # A stop string the random model is sure to produce quickly: its own first greedy tokens. A random model
+    # may also put EOS first for a given prompt, so take the first of a few prompts that yields some text.
+    prompts = ["Tom has", "Ann has 3 apples.", "How many pens", "A conversation between", "User: 7 + 5"]
+    firsts = [c[0]["text"] for c in client.generate_text(prompts, max_tokens=6)]
+    prompt, first = next(((p, t) for p, t in zip(prompts, firsts) if len(t) >= 4), (None, None))
+    assert prompt is not None, f"no prompt gave 4+ characters greedily: {firsts}"
+    stop = first[1:4]
+    out = client.generate_text([prompt], max_tokens=6, stop=[stop])[0][0]
     assert out["text"].endswith(stop) and out["finish_reason"] == "stop"
 
 
