@@ -159,17 +159,21 @@ def resolve_resume(resume: str | bool | None, run_dir: str) -> str | None:
     return path
 
 
-def resolve_resume_on_all_ranks(resume: str | bool | None, run_dir: str, state: Any) -> str | None:
-    """`resolve_resume` on the main process only (it may move incomplete checkpoints aside), then the same
-    answer on every rank: two ranks renaming one folder would race, and ranks must resume from one step."""
-    value = resolve_resume(resume, run_dir) if state.is_main_process else None
-    if state.num_processes == 1:
+def broadcast_from_main(value: Any, state: Any) -> Any:
+    """The main process's `value` on every rank (`state`: a PartialState or Accelerator; None = one process)."""
+    if state is None or state.num_processes == 1:
         return value
     from accelerate.utils import broadcast_object_list
 
     box = [value]
     broadcast_object_list(box, from_process=0)
     return box[0]
+
+
+def resolve_resume_on_all_ranks(resume: str | bool | None, run_dir: str, state: Any) -> str | None:
+    """`resolve_resume` on the main process only (it may move incomplete checkpoints aside), then the same
+    answer on every rank: two ranks renaming one folder would race, and ranks must resume from one step."""
+    return broadcast_from_main(resolve_resume(resume, run_dir) if state.is_main_process else None, state)
 
 
 class CompleteCheckpointCallback(TrainerCallback):

@@ -26,6 +26,7 @@ from typing import Any
 from trl import GRPOTrainer
 from trl.generation.vllm_generation import VLLMGeneration
 
+from math_grpo.checkpoints import broadcast_from_main
 from math_grpo.cli import MathGRPOError
 from math_grpo.vllm_server import ServerError, VLLMServerClient, make_trl_client
 
@@ -75,16 +76,6 @@ def _is_main(accelerator: Any) -> bool:
     return accelerator is None or accelerator.is_main_process
 
 
-def _broadcast(value: Any, accelerator: Any) -> Any:
-    if accelerator is None or accelerator.num_processes == 1:
-        return value
-    from accelerate.utils import broadcast_object_list
-
-    box = [value]
-    broadcast_object_list(box, from_process=0)
-    return box[0]
-
-
 class SyncChecker:
     """Compares server and trainer logprobs on a fixed probe after each sync; keeps the noise floor."""
 
@@ -132,7 +123,7 @@ class SyncChecker:
                 result = {"max": max(diffs), "mean": sum(diffs) / len(diffs), "error": None}
             except MathGRPOError as exc:
                 result = {"error": str(exc)}
-        result = _broadcast(result, accelerator)
+        result = broadcast_from_main(result, accelerator)
         if result["error"]:
             raise WeightSyncError(result["error"])
         max_diff, mean_diff = result["max"], result["mean"]
@@ -264,7 +255,7 @@ class ServerVLLMGeneration(VLLMGeneration):
                 error = f"weight sync (filesystem, {self.settings.sync_dir}) failed: {exc}"
             except OSError as exc:
                 error = f"weight sync: cannot write {self.settings.sync_dir}: {exc}"
-        error = _broadcast(error, self.accelerator)
+        error = broadcast_from_main(error, self.accelerator)
         if error:
             raise WeightSyncError(error)
 
