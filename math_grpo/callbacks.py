@@ -169,14 +169,17 @@ def _weights_finite(model: Any) -> bool:
 
 
 class StopRequest(TrainerCallback):
-    """Ends training at the next step boundary with a checkpoint, on a signal or a wall-time limit.
+    """Ends training at the next step boundary with a checkpoint, on a signal, a wall-time limit or a stop file.
 
     Real runs get pre-empted (SIGTERM from Slurm, Ctrl-C); stopping at a step boundary keeps the optimizer,
-    scheduler and data-order state consistent, so the saved checkpoint resumes exactly.
+    scheduler and data-order state consistent, so the saved checkpoint resumes exactly. The stop file lets
+    another program end a run cleanly without signals (the demo stops its SFT baseline when GRPO ends).
     """
 
-    def __init__(self, time_limit_s: float | None = None, signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)):
+    def __init__(self, time_limit_s: float | None = None, signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT),
+                 stop_file: str | None = None):
         self.time_limit_s = time_limit_s
+        self.stop_file = stop_file
         self.start = time.monotonic()
         self.reason: str | None = None
         self.signum: int | None = None
@@ -204,6 +207,8 @@ class StopRequest(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self.reason is None and self.time_limit_s is not None and time.monotonic() - self.start > self.time_limit_s:
             self.reason = f"time limit of {self.time_limit_s:.0f} s reached"
+        if self.reason is None and self.stop_file and os.path.exists(self.stop_file):
+            self.reason = f"stop file {self.stop_file} found"
         if _any_rank(self.reason is not None):
             self.reason = self.reason or "another rank asked to stop"
             control.should_save = True

@@ -98,6 +98,9 @@ class GRPOScriptArguments(DataArguments, EvalArguments):
     time_limit_s: float | None = field(
         default=None, metadata={"help": "Stop training cleanly (with a checkpoint) after this many seconds."}
     )
+    stop_file: str | None = field(
+        default=None, metadata={"help": "Stop training cleanly (with a checkpoint) once this file exists."}
+    )
 
 
 @dataclass
@@ -107,6 +110,9 @@ class SFTScriptArguments(DataArguments, EvalArguments):
     time_limit_s: float | None = field(
         default=None,
         metadata={"help": "Stop training cleanly after this many seconds (the demo's 'SFT for the same time')."},
+    )
+    stop_file: str | None = field(
+        default=None, metadata={"help": "Stop training cleanly once this file exists (the demo stops its SFT baseline when GRPO ends)."}
     )
     solution_column: str = field(
         default="solution", metadata={"help": "Column holding the worked solution used as the SFT target."}

@@ -2,8 +2,10 @@
 
 The story it tells is the real one: SFT sees a small set of worked solutions; GRPO then trains on many more
 problems that carry only their final answers. To show GRPO's gain is not just "more training", the demo
-also continues SFT on the same worked solutions for GRPO's wall time (`sft_more`). All three checkpoints are
-evaluated the same way (greedy, held-out test split, same grader), and the last line reads
+also continues SFT on the same worked solutions for GRPO's wall time (`sft_more`): it trains beside GRPO,
+from the moment GRPO's stage starts until it ends, on the core GRPO leaves free (GRPO's trainer and vLLM
+server take turns, so together they keep about one core busy). All three checkpoints are evaluated the
+same way (greedy, held-out test split, same grader), and the last line reads
 
     accuracy: before=<sft> after=<grpo> sft_more=<sft_more>
 """
@@ -85,31 +87,72 @@ def main(argv: list[str] | None = None) -> None:
     grpo_args = ["--model_name_or_path", sft_dir, "--dataset_name", f"{data_dir}/train.jsonl",
                  "--output_dir", grpo_dir, "--benchmarks", f"synthetic={data_dir}/test.jsonl",
                  "--seed", str(args.seed), *quick_grpo]
-    if args.server == "on":
-        grpo_time = _run(["bash", "launch/grpo.sh", grpo_yaml, *grpo_args], "GRPO (rollouts on a vLLM CPU server)")
-    else:
-        grpo_time = _run(_accelerate("recipes/grpo.py", "--config", grpo_yaml, *grpo_args), "GRPO")
+    # The SFT baseline runs beside GRPO and stops (cleanly, with its model saved) when GRPO's stage ends.
+    stop_file = f"{out}/sft_more.stop"
+    if os.path.exists(stop_file):
+        os.remove(stop_file)
+    more_cmd = _accelerate("recipes/sft.py", "--config", "recipes/tiny/sft.yaml", "--model_name_or_path", sft_dir,
+                           "--dataset_name", f"{data_dir}/sft.jsonl", "--output_dir", more_dir,
+                           "--stop_file", stop_file, "--max_steps", "1000000",
+                           "--lr_scheduler_type", "constant", "--save_strategy", "no", "--seed", str(args.seed + 1))
+    more_log = f"{out}/sft_more.log"
+    print(f"\n=== SFT continued on the same worked solutions, beside GRPO for its wall time (log: {more_log}) ===\n"
+          f"$ {shlex.join(more_cmd)}", flush=True)
+    more_start = time.monotonic()
+    with open(more_log, "w", encoding="utf-8") as log:
+        # GRPO's two processes keep about one core busy; the baseline gets the rest (at least one thread).
+        more = subprocess.Popen(more_cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) - 2))})
+    try:
+        if args.server == "on":
+            grpo_time = _run(["bash", "launch/grpo.sh", grpo_yaml, *grpo_args], "GRPO (rollouts on a vLLM CPU server)")
+        else:
+            grpo_time = _run(_accelerate("recipes/grpo.py", "--config", grpo_yaml, *grpo_args), "GRPO")
+    except BaseException:
+        _kill(more)
+        raise
+    open(stop_file, "w").close()
+    if more.wait() != 0:
+        print(f"error: demo stage 'SFT continued' failed (exit {more.returncode}); see {more_log}", file=sys.stderr)
+        sys.exit(more.returncode or 1)
+    more_time = time.monotonic() - more_start
+    os.remove(stop_file)
     train_time = _train_runtime(grpo_dir) or grpo_time
+    more_steps = _last_step(more_dir)
+    print(f"[demo] GRPO stage {grpo_time:.0f} s (training {train_time:.0f} s); "
+          f"SFT continued beside it: {more_steps} steps in {more_time:.0f} s", flush=True)
     after = evaluate(f"{grpo_dir}/final", f"{data_dir}/test.jsonl", f"{out}/eval_grpo.json", max_tokens)
-
-    _run(_accelerate("recipes/sft.py", "--config", "recipes/tiny/sft.yaml", "--model_name_or_path", sft_dir,
-                     "--dataset_name", f"{data_dir}/sft.jsonl", "--output_dir", more_dir,
-                     "--time_limit_s", f"{train_time:.1f}", "--max_steps", "1000000",
-                     "--lr_scheduler_type", "constant", "--save_strategy", "no",
-                     "--seed", str(args.seed + 1)),
-         f"SFT continued on the same worked solutions for GRPO's training time ({train_time:.0f} s)", env=SOLO)
     sft_more = evaluate(more_dir, f"{data_dir}/test.jsonl", f"{out}/eval_sft_more.json", max_tokens)
 
     from math_grpo.plotting import plot_run
 
     png = plot_run(grpo_dir, title="tiny GRPO demo",
                    extra_lines={f"SFT before ({before:.2f})": before, f"SFT continued ({sft_more:.2f})": sft_more})
-    summary = {"before": before, "after": after, "sft_more": sft_more, "grpo_train_s": train_time,
+    summary = {"before": before, "after": after, "sft_more": sft_more, "grpo_stage_s": grpo_time,
+               "grpo_train_s": train_time, "sft_more_s": more_time, "sft_more_steps": more_steps,
                "total_s": time.monotonic() - t0}
     with open(f"{out}/summary.json", "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2)
     print(f"\nrun dir: {grpo_dir}\nplot: {png}\ntotal time: {summary['total_s'] / 60:.1f} min")
     print(f"accuracy: before={before:.3f} after={after:.3f} sft_more={sft_more:.3f}", flush=True)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """Stop a stage started in its own session (the launcher and its training process) at once."""
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _last_step(run_dir: str) -> int:
+    from math_grpo.plotting import read_metrics
+
+    return max((int(row["step"]) for row in read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+                if isinstance(row.get("step"), int | float)), default=0)
 
 
 def _train_runtime(run_dir: str) -> float | None:

@@ -81,7 +81,7 @@ def train(script_args: GRPOScriptArguments, training_args, model_args) -> None:
     resume = checkpoints.resolve_resume_on_all_ranks(training_args.resume_from_checkpoint, run_dir, state)
     wandb_run = tracking.start_run(run_dir, state, use_wandb, script_args, training_args, model_args)
     guard = NonFiniteGuard()
-    stopper = StopRequest(time_limit_s=script_args.time_limit_s)
+    stopper = StopRequest(time_limit_s=script_args.time_limit_s, stop_file=script_args.stop_file)
     callbacks = [MetricsCallback(run_dir, wandb_run), checkpoints.CompleteCheckpointCallback(), guard, stopper]
 
     # TRL's GRPOTrainer, plus our weight-sync backend and its logprob check in vLLM server mode.

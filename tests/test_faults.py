@@ -62,6 +62,38 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path):
     assert steps[-2:] == [saved_step + 1, target]
 
 
+def test_stop_file_ends_sft_cleanly_with_its_model_saved(tmp_path):
+    """The demo stops its SFT baseline this way when GRPO ends: exit 0, model saved, stopped mid-run."""
+    from _tiny import tiny_assets
+
+    assets = tiny_assets()
+    out, stop = str(tmp_path / "sft"), str(tmp_path / "STOP")
+    cmd = accelerate_cmd("cpu.yaml", "recipes/sft.py", "--config", os.path.join(REPO, "tests/fixtures/recipes/sft_test.yaml"),
+                         "--model_name_or_path", assets["model"], "--dataset_name", os.path.join(assets["data"], "sft.jsonl"),
+                         "--output_dir", out, "--max_steps", "100000", "--logging_steps", "1", "--report_to", "none",
+                         "--save_strategy", "no", "--stop_file", stop)
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while len(_train_steps(out)) < 3:
+            assert proc.poll() is None, proc.stdout.read()[-4000:]
+            assert time.monotonic() < deadline, "SFT did not reach step 3"
+            time.sleep(0.2)
+        open(stop, "w").close()
+        output, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, output[-4000:]
+    assert f"stop file {stop} found" in output, output[-3000:]
+    steps = _train_steps(out)
+    assert 3 <= steps[-1] < 1000, steps
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(out)
+
+
 def test_partial_checkpoint_is_skipped_on_resume(tmp_path):
     out = str(tmp_path / "run")
     run(accelerate_cmd("cpu.yaml", "recipes/grpo.py", *grpo_args(out, 2)))
