@@ -27,8 +27,14 @@ def test_demo_quick_runs_every_stage(tmp_path):
     for key, name in (("before", "eval_sft"), ("after", "eval_grpo"), ("sft_more", "eval_sft_more")):
         with open(os.path.join(out, f"{name}.json"), encoding="utf-8") as f:
             assert json.load(f)["eval/accuracy"] == pytest.approx(summary[key])
-    # The continued SFT got GRPO's training time, and the run dir has its plot and metrics.
-    assert summary["grpo_train_s"] > 0
+    # The continued SFT trained beside GRPO for its whole stage, and stopped cleanly when GRPO ended.
+    assert summary["grpo_train_s"] > 0 and summary["sft_more_steps"] >= 1
+    assert summary["grpo_stage_s"] <= summary["sft_more_s"] < summary["grpo_stage_s"] + 60
+    assert not os.path.exists(os.path.join(out, "sft_more.stop"))
+    with open(os.path.join(out, "sft_more.log"), encoding="utf-8") as f:
+        more_log = f.read()
+    assert "stop file" in more_log and "[done] SFT" in more_log, more_log[-2000:]
+    # The run dir has its plot and metrics.
     grpo = os.path.join(out, "grpo")
     assert os.path.isfile(os.path.join(grpo, "progress.png"))
     steps = [r["step"] for r in read_jsonl(os.path.join(grpo, "metrics.jsonl")) if "train/reward" in r]
