@@ -1,6 +1,6 @@
 """Where a GRPO step's time goes, for the tiny recipe in server mode on CPU.
 
-    python benchmarks/cpu_step_split.py [--steps 12] [--model DIR --data DIR] [--server_url URL]
+    python benchmarks/cpu_step_split.py [--steps 12] [--model DIR --data DIR] [--server_url URL] [--field value ...]
 
 Runs recipes/tiny/grpo_server.yaml in-process (one training process, a CPU vLLM server started for it unless
 --server_url is given) and splits each step's wall time into
@@ -12,7 +12,8 @@ Runs recipes/tiny/grpo_server.yaml in-process (one training process, a CPU vLLM 
   training    the rest: old-policy logprobs, forward/backward, optimizer step,
 and prints the table. Without --model it builds the synthetic data and a randomly initialised tiny model
 (completions then run to max_completion_length, the slow case); pass the demo's SFT checkpoint for the
-realistic lengths.
+realistic lengths. Any other `--field value` overrides the recipe (e.g. `--vllm_importance_sampling_correction
+true` to time TRL's re-scoring of every rollout).
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", default=None, help="folder with train.jsonl and test.jsonl")
     p.add_argument("--server_url", default=None)
     p.add_argument("--port", type=int, default=8731)
-    args = p.parse_args(argv)
+    args, overrides = p.parse_known_args(argv)
 
     from transformers import TrainerCallback
     from trl import GRPOConfig, ModelConfig
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
              "--dataset_name", os.path.join(data_dir, "train.jsonl"), "--output_dir", out,
              "--max_steps", str(args.steps), "--eval_steps", str(args.eval_steps),
              "--eval_max_samples", str(args.eval_max_samples), "--vllm_server_base_url", url,
-             "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true"])
+             "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true", *overrides])
         tokenizer = models.load_tokenizer(model_dir)
         dataset, _ = load_problems(script_args.dataset_name, verbose=False)
         dataset = format_prompts(dataset, script_args.prompt_template)
@@ -175,6 +176,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{k:<12}{mean[k]:>10.3f}{100 * mean[k] / mean['total']:>8.1f}%")
     print("-" * 31)
     print(f"{'total':<12}{mean['total']:>10.3f}{100.0:>8.1f}%")
+    if overrides:
+        print(f"recipe overrides: {' '.join(overrides)}")
     evals = evaluator.results
     if evals:
         print(f"\nevaluation: {len(evals)} runs, {evaluator.eval_s / len(evals):.2f} s of requests each (overlapped "
