@@ -30,24 +30,32 @@ def _train_steps(run_dir: str) -> list[int]:
     return [r["step"] for r in read_jsonl(path) if "train/loss" in r]
 
 
-def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path):
-    out = str(tmp_path / "run")
-    cmd = accelerate_cmd("cpu.yaml", "recipes/grpo.py", *grpo_args(out, 500, "--save_steps", "1000"))
+def _interrupt_after(cmd: list[str], out: str, steps: int, interrupt) -> subprocess.CompletedProcess:
+    """Run a training command, call `interrupt(proc)` once it has logged `steps` steps, return how it ended."""
     env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:
         deadline = time.monotonic() + 300
-        while len(_train_steps(out)) < 2:
+        while len(_train_steps(out)) < steps:
             assert proc.poll() is None, proc.stdout.read()[-4000:]
-            assert time.monotonic() < deadline, "training did not reach step 2"
-            time.sleep(0.5)
-        os.killpg(proc.pid, signal.SIGTERM)  # what Slurm does to a job step at pre-emption
+            assert time.monotonic() < deadline, f"training did not reach step {steps}"
+            time.sleep(0.2)
+        interrupt(proc)
         output, _ = proc.communicate(timeout=180)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode != 0
+    return subprocess.CompletedProcess(cmd, proc.returncode, output)
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path):
+    out = str(tmp_path / "run")
+    cmd = accelerate_cmd("cpu.yaml", "recipes/grpo.py", *grpo_args(out, 500, "--save_steps", "1000"))
+    # what Slurm does to a job step at pre-emption
+    ended = _interrupt_after(cmd, out, 2, lambda proc: os.killpg(proc.pid, signal.SIGTERM))
+    output = ended.stdout
+    assert ended.returncode != 0
     assert "received SIGTERM" in output, output[-4000:]
     ckpts = sorted(glob.glob(os.path.join(out, "checkpoint-*")))
     assert len(ckpts) == 1 and os.path.isfile(os.path.join(ckpts[0], COMPLETE_MARKER)), (ckpts, output[-3000:])
@@ -72,20 +80,9 @@ def test_stop_file_ends_sft_cleanly_with_its_model_saved(tmp_path):
                          "--model_name_or_path", assets["model"], "--dataset_name", os.path.join(assets["data"], "sft.jsonl"),
                          "--output_dir", out, "--max_steps", "100000", "--logging_steps", "1", "--report_to", "none",
                          "--save_strategy", "no", "--stop_file", stop)
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while len(_train_steps(out)) < 3:
-            assert proc.poll() is None, proc.stdout.read()[-4000:]
-            assert time.monotonic() < deadline, "SFT did not reach step 3"
-            time.sleep(0.2)
-        open(stop, "w").close()
-        output, _ = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 0, output[-4000:]
+    ended = _interrupt_after(cmd, out, 3, lambda proc: open(stop, "w").close())
+    output = ended.stdout
+    assert ended.returncode == 0, output[-4000:]
     assert f"stop file {stop} found" in output, output[-3000:]
     steps = _train_steps(out)
     assert 3 <= steps[-1] < 1000, steps
