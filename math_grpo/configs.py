@@ -109,7 +109,7 @@ class SFTScriptArguments(DataArguments, EvalArguments):
 
     time_limit_s: float | None = field(
         default=None,
-        metadata={"help": "Stop training cleanly after this many seconds (the demo's 'SFT for the same time')."},
+        metadata={"help": "Stop training cleanly after this many seconds."},
     )
     stop_file: str | None = field(
         default=None, metadata={"help": "Stop training cleanly once this file exists (the demo stops its SFT baseline when GRPO ends)."}
