@@ -63,7 +63,19 @@ class EvalArguments:
 
 
 @dataclass
-class GRPOScriptArguments(DataArguments, EvalArguments):
+class StopArguments:
+    """When a run ends early and cleanly (math_grpo.callbacks.StopRequest: a checkpoint, then exit)."""
+
+    time_limit_s: float | None = field(
+        default=None, metadata={"help": "Stop training cleanly (with a checkpoint) after this many seconds."}
+    )
+    stop_file: str | None = field(
+        default=None, metadata={"help": "Stop training cleanly (with a checkpoint) once this file exists."}
+    )
+
+
+@dataclass
+class GRPOScriptArguments(DataArguments, EvalArguments, StopArguments):
     """Arguments of `recipes/grpo.py` that are not in TRL's GRPOConfig / ModelConfig."""
 
     reward_funcs: list[str] = field(
@@ -95,25 +107,12 @@ class GRPOScriptArguments(DataArguments, EvalArguments):
         default=0.05, metadata={"help": "Lower bound of the sync tolerance (max abs logprob diff, nats)."}
     )
     stop_on_nan: bool = field(default=True, metadata={"help": "Stop (with a checkpoint) on NaN/inf loss."})
-    time_limit_s: float | None = field(
-        default=None, metadata={"help": "Stop training cleanly (with a checkpoint) after this many seconds."}
-    )
-    stop_file: str | None = field(
-        default=None, metadata={"help": "Stop training cleanly (with a checkpoint) once this file exists."}
-    )
 
 
 @dataclass
-class SFTScriptArguments(DataArguments, EvalArguments):
+class SFTScriptArguments(DataArguments, EvalArguments, StopArguments):
     """Arguments of `recipes/sft.py` that are not in TRL's SFTConfig / ModelConfig."""
 
-    time_limit_s: float | None = field(
-        default=None,
-        metadata={"help": "Stop training cleanly after this many seconds."},
-    )
-    stop_file: str | None = field(
-        default=None, metadata={"help": "Stop training cleanly once this file exists (the demo stops its SFT baseline when GRPO ends)."}
-    )
     solution_column: str = field(
         default="solution", metadata={"help": "Column holding the worked solution used as the SFT target."}
     )

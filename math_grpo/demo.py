@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     import yaml
 
+    from math_grpo.vllm_server import stop_process_group
+
     out = os.path.abspath(args.out)
     data_dir, init_dir = f"{out}/data", f"{out}/tiny-init"
     sft_dir, more_dir, grpo_dir = f"{out}/sft", f"{out}/sft_more", f"{out}/grpo"
@@ -109,7 +111,8 @@ def main(argv: list[str] | None = None) -> None:
         else:
             grpo_time = _run(_accelerate("recipes/grpo.py", "--config", grpo_yaml, *grpo_args), "GRPO")
     except BaseException:
-        _kill(more)
+        stop_process_group(more.pid, grace_s=5.0)
+        more.wait()
         raise
     open(stop_file, "w").close()
     if more.wait() != 0:
@@ -135,17 +138,6 @@ def main(argv: list[str] | None = None) -> None:
         json.dump(summary, f, indent=2)
     print(f"\nrun dir: {grpo_dir}\nplot: {png}\ntotal time: {summary['total_s'] / 60:.1f} min")
     print(f"accuracy: before={before:.3f} after={after:.3f} sft_more={sft_more:.3f}", flush=True)
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    """Stop a stage started in its own session (the launcher and its training process) at once."""
-    import signal
-
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
 
 
 def _last_step(run_dir: str) -> int:
