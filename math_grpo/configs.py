@@ -46,13 +46,19 @@ class EvalArguments:
 
     benchmarks: list[str] = field(
         default_factory=list,
-        metadata={"help": "Benchmark names from the registry (math500, gsm8k, synthetic) or NAME=PATH files."},
+        metadata={"help": "Benchmark names from the registry (aime24, aime25, amc23, math500, minerva_math, "
+                          "olympiadbench, gsm8k, synthetic) or NAME=PATH files."},
     )
     eval_max_samples: int | None = field(default=None, metadata={"help": "Cap on problems per benchmark."})
     eval_temperature: float = field(default=0.0, metadata={"help": "Sampling temperature for evaluation."})
     eval_top_p: float = field(default=1.0, metadata={"help": "Top-p for evaluation sampling."})
     eval_max_tokens: int = field(default=1024, metadata={"help": "Max new tokens per evaluation answer."})
     eval_n: int = field(default=1, metadata={"help": "Samples per problem (pass@k uses n >= k)."})
+    eval_sampling: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Per-benchmark sampling over the eval_* defaults: 'aime24: n=16 temperature=0.6 "
+                          "top_p=0.95' (keys n, temperature, top_p, max_tokens)."},
+    )
     eval_grader_mode: str = field(default="accurate", metadata={"help": "Grader mode: drgrpo or accurate."})
     eval_backend: str = field(
         default="auto",

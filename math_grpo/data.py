@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,10 +32,12 @@ QUESTION_ONLY_TEMPLATE = "{question}"
 PROMPT_TEMPLATES = {"r1_zero": R1_ZERO_TEMPLATE, "question_only": QUESTION_ONLY_TEMPLATE}
 
 PROBLEM_COLUMNS = ("problem", "question", "query", "input")
-ANSWER_COLUMNS = ("answer", "final_answer", "ground_truth", "target", "expected_answer")
+ANSWER_COLUMNS = ("answer", "final_answer", "ground_truth", "target", "expected_answer", "gt_answer")
 SOLUTION_COLUMNS = ("solution", "worked_solution", "rationale")
+CONTEXT_COLUMNS = ("context",)
 EXTRA_COLUMNS = ("level", "subject", "type", "unique_id")
-LOCAL_EXTENSIONS = (".jsonl", ".json", ".parquet", ".csv")
+LOCAL_EXTENSIONS = (".jsonl", ".ndjson", ".json", ".parquet", ".arrow", ".csv")
+_SPLIT_NAMES = ("train", "test", "validation", "valid", "val", "dev", "eval")
 
 
 @dataclass
@@ -63,8 +67,10 @@ def format_prompt(problem: str, template: str = "r1_zero") -> str:
     return prompt_template(template).format(question=problem.strip())
 
 
-def format_completion(solution: str, answer: str, template: str = "r1_zero") -> str:
-    """The SFT target in the same format the grader rewards."""
+def format_completion(solution: str, answer: str | list[str], template: str = "r1_zero") -> str:
+    """The SFT target in the same format the grader rewards (a list answer: its first element)."""
+    if isinstance(answer, list | tuple):
+        answer = answer[0] if answer else ""
     solution = solution.strip()
     if template == "r1_zero":
         return f" {solution} </think> <answer> {answer} </answer>"
@@ -98,44 +104,116 @@ def _read_jsonl(path: str) -> list[tuple[int, dict[str, Any] | str]]:
     return rows
 
 
-def _resolve_local_file(source: str, split: str) -> str:
-    if os.path.isdir(source):
-        for ext in LOCAL_EXTENSIONS:
-            candidate = os.path.join(source, split + ext)
-            if os.path.isfile(candidate):
-                return candidate
-        raise MathGRPOError(
-            f"{source}: no {split}{{{','.join(LOCAL_EXTENSIONS)}}} file in this folder for split {split!r}"
-        )
-    if not os.path.isfile(source):
+def _is_saved_dataset(folder: str) -> bool:
+    """A folder written by `datasets.save_to_disk` (a Dataset or a DatasetDict)."""
+    return any(os.path.isfile(os.path.join(folder, f)) for f in ("state.json", "dataset_dict.json"))
+
+
+def _data_files(folder: str) -> list[str]:
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [os.path.join(root, f) for f in sorted(files) if f.endswith(LOCAL_EXTENSIONS)]
+    return found
+
+
+def _is_split_file(path: str, folder: str, split: str) -> bool:
+    """`test.jsonl`, `data/test-00000-of-00001.parquet` or `test/0000.parquet` (the hub's layouts)."""
+    *dirs, name = os.path.relpath(path, folder).split(os.sep)
+    stem = name.split(".")[0]
+    return stem == split or stem.startswith((split + "-", split + "_")) or split in dirs
+
+
+def _resolve_local(source: str, split: str | Sequence[str]) -> list[str]:
+    """The file(s) to read for `split` (several names tried in order): a file, a folder's files, or a saved dataset."""
+    splits = [split] if isinstance(split, str) else list(split)
+    if os.path.isfile(source):
+        return [source]
+    if not os.path.isdir(source):
         raise MathGRPOError(f"{source}: dataset file not found")
-    return source
+    if _is_saved_dataset(source):
+        return [source]
+    files = _data_files(source)
+    for name in splits:
+        chosen = [f for f in files if _is_split_file(f, source, name)]
+        if chosen:
+            return chosen
+    # A folder holding one data file named for no split (`aime_2024_problems.parquet`) is that file; one named
+    # for another split is not: a train split must never quietly be read from test.jsonl.
+    if len(files) == 1 and not any(_is_split_file(files[0], source, s) for s in _SPLIT_NAMES):
+        return files
+    names = ", ".join(os.path.relpath(f, source) for f in files[:6]) or "none"
+    raise MathGRPOError(
+        f"{source}: no {splits[0]}{{{','.join(LOCAL_EXTENSIONS)}}} file in this folder for split {splits[0]!r} "
+        f"(data files found: {names})"
+    )
 
 
-def _read_local(path: str) -> list[tuple[int, dict[str, Any] | str]]:
-    if path.endswith(".jsonl"):
-        return _read_jsonl(path)
+def _read_json(path: str) -> list[Any]:
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
     try:
-        if path.endswith(".json"):
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-            if isinstance(data, dict):  # {"data": [...]} or column-oriented
-                lists = [v for v in data.values() if isinstance(v, list)]
-                data = lists[0] if len(lists) == 1 and all(isinstance(r, dict) for r in lists[0]) else data
-            if isinstance(data, dict):
-                data = Dataset.from_dict(data).to_list()
-            if not isinstance(data, list):
-                raise MathGRPOError(f"{path}: expected a JSON list of objects")
-        elif path.endswith(".parquet"):
-            data = Dataset.from_parquet(path).to_list()
-        else:
-            data = Dataset.from_csv(path).to_list()
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MathGRPOError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
-    except MathGRPOError:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data":  # JSON lines under a .json name
+            return [r for _, r in _read_jsonl(path)]
         raise
-    except Exception as exc:  # pyarrow / csv errors have many types
-        raise MathGRPOError(f"{path}: cannot read ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    if isinstance(data, dict):  # {"data": [...]}, {"test": [...]} or column-oriented
+        lists = [v for v in data.values() if isinstance(v, list)]
+        if len(lists) == 1 and all(isinstance(r, dict) for r in lists[0]):
+            data = lists[0]
+        elif lists and all(isinstance(v, list) and len(v) == len(lists[0]) for v in data.values()):
+            data = [dict(zip(data, values)) for values in zip(*data.values())]
+    if not isinstance(data, list):
+        raise MathGRPOError(f"{path}: expected a JSON list of objects (or JSON lines)")
+    return data
+
+
+def _read_saved(folder: str, splits: Sequence[str]) -> list[Any]:
+    from datasets import DatasetDict, load_from_disk
+
+    ds = load_from_disk(folder)
+    if isinstance(ds, DatasetDict):
+        name = next((s for s in splits if s in ds), None)
+        if name is None:
+            raise MathGRPOError(f"{folder}: a saved DatasetDict without split {splits[0]!r} (splits: "
+                                f"{', '.join(ds)}); pass {os.path.join(folder, next(iter(ds)))} or the split")
+        ds = ds[name]
+    return ds.to_list()
+
+
+def _read_file(path: str) -> list[Any]:
+    if path.endswith(".json"):
+        return _read_json(path)
+    if path.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    if path.endswith(".arrow"):
+        return Dataset.from_file(path).to_list()
+    return Dataset.from_csv(path).to_list()
+
+
+def _read_local(paths: list[str], splits: Sequence[str]) -> list[tuple[int, dict[str, Any] | str]]:
+    """Rows with their 1-based numbers (line numbers for JSON lines); a non-object row becomes an error string."""
+    if len(paths) == 1 and paths[0].endswith((".jsonl", ".ndjson")):
+        return _read_jsonl(paths[0])
+    data: list[Any] = []
+    for path in paths:
+        try:
+            if os.path.isdir(path):
+                data += _read_saved(path, splits)
+            elif path.endswith((".jsonl", ".ndjson")):
+                data += [r for _, r in _read_jsonl(path)]
+            else:
+                data += _read_file(path)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise MathGRPOError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
+        except MathGRPOError:
+            raise
+        except Exception as exc:  # pyarrow / csv / datasets errors have many types
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise MathGRPOError(f"{path}: cannot read ({type(exc).__name__}: {first})") from None
     return [(i, r if isinstance(r, dict) else "not an object") for i, r in enumerate(data, start=1)]
 
 
@@ -153,53 +231,121 @@ def _read_hub(source: str, config: str | None, split: str) -> list[tuple[int, di
 
 
 def _pick(row: dict[str, Any], names: tuple[str, ...]) -> tuple[str | None, Any]:
+    """The first of `names` the row has (not None); a column's case does not matter (`Problem`, `Answer`)."""
     for name in names:
         if name in row and row[name] is not None:
             return name, row[name]
+    lower = {k.lower(): k for k in row if isinstance(k, str)}
+    for name in names:
+        key = lower.get(name)
+        if key is not None and row[key] is not None:
+            return key, row[key]
     return None, None
+
+
+_DOLLARS = re.compile(r"(?<!\\)\$")
+_LEADING_ZEROS = re.compile(r"^0+(\d+)$")
+_WHOLE_FLOAT = re.compile(r"^([+-]?\d+)\.0*$")
+
+
+def clean_answer(text: str) -> str:
+    """One reduced answer as the grader should see it: `$2^{10}$` -> `2^{10}`, `025` -> `25`, `27.0` -> `27`."""
+    text = text.strip()
+    if len(text) >= 2 and text.startswith("$") and text.endswith("$"):
+        text = _DOLLARS.sub("", text).strip()  # `$69$,$84$` -> `69,84`
+    if text.startswith("\\(") and text.endswith("\\)"):
+        text = text[2:-2].strip()
+    if m := _LEADING_ZEROS.match(text):
+        text = m.group(1).lstrip("0") or "0"
+    elif m := _WHOLE_FLOAT.match(text):
+        text = m.group(1)
+    return text
+
+
+def reduce_answer(value: Any) -> str | list[str]:
+    """A source answer (text, number, list) -> one cleaned string, or a list of them meaning "any of these"."""
+    from rewards.extract import reduce_ground_truth
+
+    reduced = reduce_ground_truth(value)
+    items = reduced if isinstance(reduced, list) else [reduced]
+    out: list[str] = []
+    for item in items:
+        item = clean_answer(str(item))
+        if item and item not in out:
+            out.append(item)
+    if len(out) == 1:
+        return out[0]
+    return out if out else ""
+
+
+def _text(value: Any) -> str | None:
+    """A solution as text: OlympiadBench keeps a list of worked solutions (the first one is used)."""
+    if isinstance(value, list):
+        value = next((v for v in value if isinstance(v, str) and v.strip()), None)
+    return value.strip() if isinstance(value, str) and value.strip() else None
 
 
 def _normalise_row(row: dict[str, Any], max_problem_chars: int, max_answer_chars: int = 2000) -> dict[str, Any]:
     """One source row -> our columns, or raise ValueError saying what is wrong with it."""
-    from rewards.extract import reduce_ground_truth
-
     _, problem = _pick(row, PROBLEM_COLUMNS)
     if problem is None:
         raise ValueError(f"missing problem (one of {', '.join(PROBLEM_COLUMNS)})")
     if not isinstance(problem, str) or not problem.strip():
         raise ValueError("empty problem")
+    _, context = _pick(row, CONTEXT_COLUMNS)
+    if isinstance(context, str) and context.strip():
+        problem = context.strip() + "\n\n" + problem.strip()  # OlympiadBench: shared background of a problem
     if len(problem) > max_problem_chars:
         raise ValueError(f"problem longer than max_problem_chars={max_problem_chars}")
     _, answer = _pick(row, ANSWER_COLUMNS)
-    _, solution = _pick(row, SOLUTION_COLUMNS)
+    _, raw_solution = _pick(row, SOLUTION_COLUMNS)
+    solution = _text(raw_solution)
+    ground_truth: str | list[str] = ""
     if answer is not None:
-        ground_truth = reduce_ground_truth(answer)
-    elif isinstance(solution, str) and "\\boxed" in solution:
-        ground_truth = reduce_ground_truth(solution)  # MATH: the answer is the last \boxed{} of the solution
-    else:
+        ground_truth = reduce_answer(answer)
+    if not ground_truth and solution and "\\boxed" in solution:
+        ground_truth = reduce_answer(solution)  # MATH, Minerva: the answer is the last \boxed{} of the solution
+    elif answer is None and not ground_truth:
         raise ValueError(f"missing answer (one of {', '.join(ANSWER_COLUMNS)}, or a solution with \\boxed{{}})")
-    if isinstance(ground_truth, list):
-        ground_truth = ground_truth[0] if len(ground_truth) == 1 else json.dumps(ground_truth)
-    ground_truth = str(ground_truth).strip()
     if not ground_truth:
         raise ValueError("empty answer")
-    if len(ground_truth) > max_answer_chars:
+    if sum(len(a) for a in ([ground_truth] if isinstance(ground_truth, str) else ground_truth)) > max_answer_chars:
         raise ValueError(f"answer longer than {max_answer_chars} characters")
     out: dict[str, Any] = {"problem": problem.strip(), "answer": ground_truth}
-    if isinstance(solution, str) and solution.strip():
-        # GSM8K keeps its worked solution in `answer` ("... #### 42"): use the part before the marker.
-        out["solution"] = solution.strip()
+    if solution:
+        out["solution"] = solution
     elif isinstance(answer, str) and "####" in answer:
+        # GSM8K keeps its worked solution in `answer` ("... #### 42"): use the part before the marker.
         out["solution"] = answer.split("####")[0].strip()
     for name in EXTRA_COLUMNS:
         if name in row and row[name] is not None:
             out[name] = str(row[name])
+    if "subject" not in out:  # OlympiadBench: `subfield` (its `subject` is "Math" throughout); MATH: `type`
+        _, subject = _pick(row, ("subfield", "type"))
+        if subject is not None:
+            out["subject"] = str(subject)
+    elif row.get("subfield"):
+        out["subject"] = str(row["subfield"])
     return out
+
+
+def _check_columns(where: str, raw_rows: list[tuple[int, dict[str, Any] | str]]) -> None:
+    """A file without any problem or answer column is one error naming the file, not N malformed rows."""
+    columns = {k for _, r in raw_rows if isinstance(r, dict) for k in r}
+    if not columns:
+        return
+    lower = {str(c).lower() for c in columns}
+    found = ", ".join(sorted(map(str, columns))[:12])
+    if not lower & set(PROBLEM_COLUMNS):
+        raise MathGRPOError(f"{where}: no problem column (looked for {', '.join(PROBLEM_COLUMNS)}; found {found})")
+    if not lower & set(ANSWER_COLUMNS) and not lower & set(SOLUTION_COLUMNS):
+        raise MathGRPOError(f"{where}: no answer column (looked for {', '.join(ANSWER_COLUMNS)}, or a solution "
+                            f"with \\boxed{{}}; found {found})")
 
 
 def load_problems(
     source: str,
-    split: str = "train",
+    split: str | Sequence[str] = "train",
     config: str | None = None,
     bad_rows: str = "skip",
     max_problem_chars: int = 20_000,
@@ -209,18 +355,22 @@ def load_problems(
     """Load math problems from a hub id or a local file/folder into our columns.
 
     Malformed rows (missing or empty problem/answer, undecodable bytes, absurdly long text) are skipped and
-    counted (`bad_rows="skip"`) or stop the load with the row number (`bad_rows="error"`).
+    counted (`bad_rows="skip"`) or stop the load with the row number (`bad_rows="error"`). A local folder is
+    searched for `split` (several names are tried in order; a folder with a single data file is that file).
     """
     if bad_rows not in ("skip", "error"):
         raise MathGRPOError(f"bad_rows: must be 'skip' or 'error', got {bad_rows!r}")
     if not source:
         raise MathGRPOError("dataset_name: no dataset given (a hub id, a .jsonl/.json/.parquet file or a folder)")
+    splits = [split] if isinstance(split, str) else list(split)
     if _is_local(source):
-        where = _resolve_local_file(source, split)
-        raw_rows = _read_local(where)
+        paths = _resolve_local(source, splits)
+        where = paths[0] if len(paths) == 1 else source
+        raw_rows = _read_local(paths, splits)
     else:
         where = source
-        raw_rows = _read_hub(source, config, split)
+        raw_rows = _read_hub(source, config, splits[0])
+    _check_columns(where, raw_rows)
     report = LoadReport(source=where, total=len(raw_rows))
     rows: list[dict[str, Any]] = []
     for rowno, raw in raw_rows:
@@ -239,6 +389,11 @@ def load_problems(
         raise MathGRPOError(f"{where}: no usable rows ({report.summary()})")
     if verbose:
         print(f"[data] {report.summary()}", flush=True)
+    # Arrow needs one type per column: when some answer is a list ("any of these"), every answer is a list.
+    if any(isinstance(r["answer"], list) for r in rows):
+        for r in rows:
+            if isinstance(r["answer"], str):
+                r["answer"] = [r["answer"]]
     # Optional columns must be present in every row for Arrow: fill the gaps with "".
     columns = {k for r in rows for k in r}
     for r in rows:

@@ -226,7 +226,8 @@ def add_eval_callback(trainer: Any, script_args: Any, run_dir: str, tokenizer: A
         raise MathGRPOError("evaluation on the server needs math_grpo.weight_sync.MathGRPOTrainer")
     benches = None
     if trainer.accelerator.is_main_process:
-        benches = load_benchmarks(script_args.benchmarks, script_args.eval_max_samples, script_args.dataset_name)
+        benches = load_benchmarks(script_args.benchmarks, script_args.eval_max_samples, script_args.dataset_name,
+                                  getattr(script_args, "eval_sampling", None))
         sizes = ", ".join(f"{b.name} ({len(b.rows)})" for b in benches)
         print(f"[eval] benchmarks: {sizes}; backend {backend}", flush=True)
     callback = BenchmarkEvalCallback(trainer, script_args, run_dir, tokenizer, benches, backend)

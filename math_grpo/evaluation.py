@@ -1,5 +1,5 @@
-"""Benchmark evaluation: a registry of benchmarks, two generators (vLLM server, in-process transformers),
-grading with `rewards`, and the metrics the dashboards plot.
+"""Benchmark evaluation: two generators (vLLM server, in-process transformers), grading with `rewards`, and
+the metrics the dashboards plot (`math_grpo.metrics`) for the benchmarks of `math_grpo.benchmarks`.
 
 The GRPO eval callback and `recipes/evaluate.py` both call `evaluate(...)`, so a number seen during training
 and one from a standalone evaluation of the same checkpoint mean the same thing.
@@ -7,41 +7,29 @@ and one from a standalone evaluation of the same checkpoint mean the same thing.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 import os
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from math_grpo.benchmarks import (  # noqa: F401  (re-exported: the callback, recipes and tests import them here)
+    REGISTRY,
+    Benchmark,
+    BenchmarkSpec,
+    load_benchmark,
+    load_benchmarks,
+    resolve_benchmark,
+)
 from math_grpo.cli import MathGRPOError
+from math_grpo.metrics import benchmark_metrics, equivalence_groups, pass_at_k  # noqa: F401  (pass_at_k: re-export)
 from math_grpo.vllm_server import ServerError
 
 STOP = ("</answer>",)
-
-
-@dataclass(frozen=True)
-class BenchmarkSpec:
-    """Where a benchmark lives: a hub id (with config and split) or a local file/folder."""
-
-    name: str
-    source: str
-    split: str = "test"
-    config: str | None = None
-
-
-REGISTRY: dict[str, BenchmarkSpec] = {
-    "math500": BenchmarkSpec("math500", "HuggingFaceH4/MATH-500", split="test"),
-    "gsm8k": BenchmarkSpec("gsm8k", "openai/gsm8k", split="test", config="main"),
-}
-
-
-@dataclass
-class Benchmark:
-    name: str
-    rows: list[dict[str, Any]]  # problem, answer[, level, subject]
 
 
 @dataclass
@@ -57,59 +45,6 @@ class SamplingSettings:
     def from_args(cls, args: Any) -> SamplingSettings:
         return cls(temperature=args.eval_temperature, top_p=args.eval_top_p, max_tokens=args.eval_max_tokens,
                    n=max(1, int(args.eval_n)))
-
-
-def _synthetic_test_file(dataset_name: str | None) -> str | None:
-    """The demo's test split next to its training data ('synthetic:DIR', a folder, or a train file)."""
-    if not dataset_name:
-        return None
-    path = dataset_name.split(":", 1)[1] if dataset_name.startswith("synthetic:") else dataset_name
-    folder = path if os.path.isdir(path) else os.path.dirname(path)
-    for ext in (".jsonl", ".json", ".parquet"):
-        candidate = os.path.join(folder, "test" + ext)
-        if os.path.isfile(candidate):
-            return candidate
-    return None
-
-
-def resolve_benchmark(entry: str, dataset_name: str | None = None) -> BenchmarkSpec:
-    """'math500' / 'gsm8k' (hub ids), 'synthetic' (the demo's test split), or 'NAME=PATH' (a local file)."""
-    entry = entry.strip()
-    if "=" in entry:
-        name, path = (s.strip() for s in entry.split("=", 1))
-        if not name or not path:
-            raise MathGRPOError(f"benchmarks: {entry!r} must be NAME=PATH")
-        if not os.path.exists(path):
-            raise MathGRPOError(f"benchmarks: {name}: {path} does not exist")
-        return BenchmarkSpec(name, path, split="test")
-    if entry in REGISTRY:
-        return REGISTRY[entry]
-    if entry == "synthetic":
-        path = _synthetic_test_file(dataset_name)
-        if path is None:
-            raise MathGRPOError(f"benchmarks: 'synthetic' needs the demo data (a folder with test.jsonl) as "
-                                f"dataset_name, got {dataset_name!r}; or write synthetic=PATH")
-        return BenchmarkSpec("synthetic", path, split="test")
-    if os.path.exists(entry):
-        return BenchmarkSpec(os.path.splitext(os.path.basename(entry.rstrip("/")))[0], entry, split="test")
-    known = ", ".join([*REGISTRY, "synthetic"])
-    raise MathGRPOError(f"benchmarks: unknown benchmark {entry!r} (known: {known}; or NAME=PATH for a local file)")
-
-
-def load_benchmark(spec: BenchmarkSpec, max_samples: int | None = None) -> Benchmark:
-    from math_grpo.data import load_problems
-
-    dataset, _ = load_problems(spec.source, split=spec.split, config=spec.config, limit=max_samples, verbose=False)
-    return Benchmark(spec.name, dataset.to_list())
-
-
-def load_benchmarks(entries: Sequence[str], max_samples: int | None = None,
-                    dataset_name: str | None = None) -> list[Benchmark]:
-    benches = [load_benchmark(resolve_benchmark(e, dataset_name), max_samples) for e in entries]
-    names = [b.name for b in benches]
-    if len(set(names)) != len(names):
-        raise MathGRPOError(f"benchmarks: duplicate names {names}")
-    return benches
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -254,22 +189,31 @@ class EvalResult:
         return out[:k] if len(seen) == 1 else out
 
 
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k from n samples with c correct (Chen et al. 2021)."""
-    if n - c < k:
-        return 1.0
-    return 1.0 - math.prod((n - c - i) / (n - i) for i in range(k))
-
-
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
+def _generate(generator: Generator, prompts: list[str], sampling: SamplingSettings, bar: Any) -> list:
+    """Generate in the generator's own batch size, so the progress bar moves once per batch."""
+    step = max(1, int(getattr(generator, "batch_size", len(prompts)) or len(prompts)))
+    out: list = []
+    for i in range(0, len(prompts), step):
+        out.extend(generator.generate(prompts[i:i + step], sampling))
+        if bar is not None:
+            bar.update(len(prompts[i:i + step]))
+    return out
+
+
 def evaluate(generator: Generator, benchmarks: Sequence[Benchmark], sampling: SamplingSettings,
              template: str = "r1_zero", grader_mode: str = "accurate", grader_timeout: float = 2.0,
-             step: int = 0) -> EvalResult:
-    """Generate, grade and summarise; one call per evaluation point (all benchmarks)."""
+             step: int = 0, progress: bool = False) -> EvalResult:
+    """Generate, grade and summarise; one call per evaluation point (all benchmarks).
+
+    Each benchmark samples with `sampling` updated by its own overrides (`eval_sampling`: AIME n=16 at a
+    temperature, MATH-500 greedy). `progress` draws a bar per benchmark on stderr.
+    """
     from math_grpo.data import format_prompt
+    from rewards.extract import extract_answer
     from rewards.grader import grade_batch
 
     start = time.perf_counter()
@@ -277,66 +221,69 @@ def evaluate(generator: Generator, benchmarks: Sequence[Benchmark], sampling: Sa
     records: list[dict[str, Any]] = []
     accs, fmts, lengths = [], [], []
     gen_s = grade_s = 0.0
+    question_only = template == "question_only"
     for bench in benchmarks:
+        bench_sampling = dataclasses.replace(sampling, **bench.sampling)
         prompts = [format_prompt(r["problem"], template) for r in bench.rows]
         t0 = time.perf_counter()
-        outputs = generator.generate(prompts, sampling)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(prompts), desc=f"{bench.name} (n={bench_sampling.n})", unit="problem",
+                       file=sys.stderr, leave=True)
+        try:
+            outputs = _generate(generator, prompts, bench_sampling, bar)
+        finally:
+            if bar is not None:
+                bar.close()
         t1 = time.perf_counter()
         if len(outputs) != len(prompts):
             raise MathGRPOError(f"eval {bench.name}: {len(outputs)} outputs for {len(prompts)} prompts")
         responses = [c["text"] for group in outputs for c in group]
         truths = [r["answer"] for r, group in zip(bench.rows, outputs) for _ in group]
-        grades = grade_batch(responses, truths, mode=grader_mode, question_only=template == "question_only",
+        grades = grade_batch(responses, truths, mode=grader_mode, question_only=question_only,
                              timeout=grader_timeout)
-        grade_s += time.perf_counter() - t1
-        gen_s += t1 - t0
-        per_problem_correct: list[int] = []
-        per_level: dict[str, list[float]] = defaultdict(list)
-        b_acc, b_fmt, b_len, timeouts, refused = [], [], [], 0, 0
-        g = iter(grades)
+        extracted = [extract_answer(t, question_only)[1] for t in responses]
+        correct: list[list[bool]] = []
+        formatted: list[list[bool]] = []
+        answers: list[list[str | None]] = []
+        b_len, timeouts, refused = [], 0, 0
+        g = iter(zip(grades, extracted))
         for idx, (row, group) in enumerate(zip(bench.rows, outputs)):
-            correct = 0
+            correct.append([])
+            formatted.append([])
+            answers.append([])
             for s, comp in enumerate(group):
-                res = next(g)
-                b_acc.append(res.answer_reward)
-                b_fmt.append(res.format_reward)
+                res, given = next(g)
+                correct[-1].append(res.answer_reward > 0)
+                formatted[-1].append(res.format_reward > 0)
+                answers[-1].append(given if res.format_reward > 0 else None)
                 timeouts += int(res.timed_out)
                 refused += int("error" in comp)
-                correct += int(res.answer_reward > 0)
                 if comp.get("num_tokens") is not None:
                     b_len.append(comp["num_tokens"])
-                if row.get("level") not in (None, ""):
-                    per_level[str(row["level"])].append(res.answer_reward)
                 records.append({"step": step, "benchmark": bench.name, "index": idx, "sample": s,
                                 "problem": row["problem"], "answer": row["answer"], "level": row.get("level"),
-                                "response": comp["text"], "num_tokens": comp.get("num_tokens"),
-                                "format_reward": res.format_reward, "answer_reward": res.answer_reward,
-                                "timed_out": res.timed_out})
-            per_problem_correct.append(correct)
+                                "subject": row.get("subject"), "response": comp["text"], "extracted": given,
+                                "num_tokens": comp.get("num_tokens"), "format_reward": res.format_reward,
+                                "answer_reward": res.answer_reward, "timed_out": res.timed_out})
+        groups = (equivalence_groups(answers, grader_mode, grader_timeout) if bench_sampling.n > 1 else None)
+        grade_s += time.perf_counter() - t1
+        gen_s += t1 - t0
         p = f"eval/{bench.name}/"
-        metrics[p + "accuracy"] = _mean(b_acc)
-        metrics[p + "format_accuracy"] = _mean(b_fmt)
-        metrics[p + "num_problems"] = len(bench.rows)
+        metrics.update(benchmark_metrics(p, correct, formatted, groups, bench.rows))
+        metrics[p + "temperature"] = bench_sampling.temperature
         if b_len:
             metrics[p + "mean_response_tokens"] = _mean(b_len)
         if timeouts:
             metrics[p + "grader_timeouts"] = timeouts
         if refused:
-            metrics[p + "refused_prompts"] = refused // max(1, sampling.n)
-        for level, vals in sorted(per_level.items()):
-            metrics[f"{p}level_{level}/accuracy"] = _mean(vals)
-        if sampling.n > 1:
-            k = 1
-            while k <= sampling.n:
-                metrics[f"{p}pass@{k}"] = _mean([pass_at_k(sampling.n, c, k) for c in per_problem_correct])
-                k *= 2
-            if sampling.n not in (2 ** i for i in range(16)):
-                metrics[f"{p}pass@{sampling.n}"] = _mean([pass_at_k(sampling.n, c, sampling.n)
-                                                          for c in per_problem_correct])
+            metrics[p + "refused_prompts"] = refused // max(1, bench_sampling.n)
         accs.append(metrics[p + "accuracy"])
         fmts.append(metrics[p + "format_accuracy"])
         lengths.extend(b_len)
-    # Macro average: each benchmark counts once, whatever its size.
+    # Macro average, as the papers report it: each benchmark counts once, whatever its size.
     metrics["eval/accuracy"] = _mean(accs)
     metrics["eval/format_accuracy"] = _mean(fmts)
     if lengths:
@@ -347,17 +294,20 @@ def evaluate(generator: Generator, benchmarks: Sequence[Benchmark], sampling: Sa
     return EvalResult(step=step, metrics=metrics, records=records, seconds=seconds)
 
 
-def write_eval_jsonl(run_dir: str, result: EvalResult) -> str:
-    """RUN_DIR/eval/step_XXXX.jsonl: one line per (problem, sample), for reading what the model wrote."""
-    folder = os.path.join(run_dir, "eval")
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"step_{result.step:04d}.jsonl")
+def write_records(path: str, records: Sequence[dict[str, Any]]) -> str:
+    """One JSON line per (problem, sample), written whole or not at all."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".partial"
     with open(tmp, "w", encoding="utf-8") as f:
-        for rec in result.records:
+        for rec in records:
             f.write(json.dumps(rec, default=str) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def write_eval_jsonl(run_dir: str, result: EvalResult) -> str:
+    """RUN_DIR/eval/step_XXXX.jsonl: one line per (problem, sample), for reading what the model wrote."""
+    return write_records(os.path.join(run_dir, "eval", f"step_{result.step:04d}.jsonl"), result.records)
 
 
 def format_table(metrics: dict[str, float], benchmarks: Sequence[str]) -> str:

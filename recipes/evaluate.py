@@ -1,14 +1,16 @@
-"""Evaluate a checkpoint on math benchmarks and print a table (the same code as the in-training evaluation).
+"""Evaluate checkpoints on math benchmarks and print one table (the same code as the in-training evaluation).
 
-    # through a vLLM server started for this run (CPU build without GPUs), stopped at the end:
-    python recipes/evaluate.py --model results/grpo_checkpoints/run/final --benchmarks math500 gsm8k
+    # what the loaders make of the benchmarks, one JSON object per row, no model:
+    python recipes/evaluate.py --dry_run --benchmarks aime24 olympiadbench=data/olympiadbench.jsonl
+    # several checkpoints through a vLLM server started for each (CPU build without GPUs), one table:
+    python recipes/evaluate.py --config recipes/qwen2.5-math-1.5b/evaluate.yaml --model base/ run/final
     # through a running server (it must serve that checkpoint):
     python recipes/evaluate.py --model DIR --server_url http://127.0.0.1:8000 --benchmarks math500
     # in-process transformers generation (small models, tests):
     python recipes/evaluate.py --model DIR --backend transformers --benchmarks synthetic=data/test.jsonl
 
-Metrics go to stdout as a table and, with --output_json, to a JSON file (eval/accuracy, eval/<bench>/...);
-with --output_dir, one JSONL line per (problem, sample) goes to OUTPUT_DIR/eval/step_0000.jsonl.
+The table (rows = checkpoints, columns = benchmarks + their average) goes to stdout; with --output_dir also to
+OUTPUT_DIR/results.md and results.json, beside OUTPUT_DIR/samples/<checkpoint>.jsonl (one line per sample).
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from math_grpo.configs import EvalArguments  # noqa: E402
 
 @dataclass
 class EvaluateArguments(EvalArguments):
-    model: str | None = field(default=None, metadata={"help": "Checkpoint folder or hub id to evaluate."})
+    model: list[str] = field(default_factory=list, metadata={"help": "Checkpoint folder(s) or hub id(s)."})
+    dry_run: bool = field(default=False, metadata={"help": "Load the benchmarks, print each row as JSON, no model."})
     backend: str = field(default="server", metadata={"help": "'server' (vLLM) or 'transformers' (in-process)."})
     server_url: str | None = field(default=None, metadata={"help": "A running vLLM server; else one is started."})
     server_gpus: str | None = field(default=None, metadata={"help": "GPU ids for a started server (else CPU)."})
@@ -37,73 +40,118 @@ class EvaluateArguments(EvalArguments):
     prompt_template: str = field(default="r1_zero", metadata={"help": "r1_zero or question_only."})
     grader_timeout: float = field(default=2.0, metadata={"help": "Wall-clock bound per graded answer (s)."})
     batch_size: int = field(default=32, metadata={"help": "Prompts per batch (transformers backend)."})
-    output_json: str | None = field(default=None, metadata={"help": "Write the metrics to this JSON file."})
-    output_dir: str | None = field(default=None, metadata={"help": "Write per-sample JSONL (eval/step_0000.jsonl)."})
+    output_json: str | None = field(default=None, metadata={"help": "Write the results (as results.json) here too."})
+    output_dir: str | None = field(default=None, metadata={"help": "results.md, results.json and samples/*.jsonl."})
     step: int = field(default=0, metadata={"help": "Step number recorded in the outputs."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
 
 
-def run_evaluation(args: EvaluateArguments) -> dict:
-    from math_grpo.evaluation import (
-        SamplingSettings,
-        ServerGenerator,
-        TransformersGenerator,
-        evaluate,
-        format_table,
-        load_benchmarks,
-        write_eval_jsonl,
-    )
+def checkpoint_labels(models: list[str]) -> list[str]:
+    """Short unique row names: `run/final` for .../run/final, the folder name otherwise."""
+    def short(path: str) -> str:
+        parts = os.path.normpath(path).split(os.sep)
+        generic = parts[-1] == "final" or parts[-1].startswith(("checkpoint", "step"))
+        return "/".join(parts[-2:]) if generic and len(parts) > 1 else parts[-1]
+
+    labels = [short(m) for m in models]
+    return labels if len(set(labels)) == len(labels) else [os.path.normpath(m) for m in models]
+
+
+def dry_run(args: EvaluateArguments) -> None:
+    from math_grpo.benchmarks import dry_run_rows, load_benchmarks
+
+    benches = load_benchmarks(args.benchmarks, args.eval_max_samples, args.dataset_name, args.eval_sampling)
+    for row in dry_run_rows(benches):
+        sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+    sizes = ", ".join(f"{b.name} ({len(b.rows)} rows)" for b in benches)
+    print(f"[eval] dry run: {sizes}", file=sys.stderr, flush=True)
+
+
+def _evaluate_one(args: EvaluateArguments, model: str | None, benches: list, sampling, common: dict):
+    from math_grpo.evaluation import ServerGenerator, TransformersGenerator, evaluate
     from math_grpo.models import check_model_path
 
-    if not args.benchmarks:
-        raise MathGRPOError("--benchmarks: give at least one (math500, gsm8k, synthetic, or NAME=PATH)")
-    if args.backend not in ("server", "transformers"):
-        raise MathGRPOError(f"--backend: {args.backend!r} is not one of server, transformers")
-    if args.model is None and not (args.backend == "server" and args.server_url):
-        raise MathGRPOError("--model: which checkpoint to evaluate?")
-    model_path = check_model_path(args.model, "--model") if args.model else None
-    benches = load_benchmarks(args.benchmarks, args.eval_max_samples, args.dataset_name)
-    sampling = SamplingSettings.from_args(args)
-    sampling.seed = args.seed
-    common = dict(template=args.prompt_template, grader_mode=args.eval_grader_mode,
-                  grader_timeout=args.grader_timeout, step=args.step)
-
+    model_path = check_model_path(model, "--model") if model else None
     if args.backend == "transformers":
         from transformers import AutoModelForCausalLM
 
         from math_grpo.models import load_tokenizer
 
         tokenizer = load_tokenizer(model_path)
-        model = AutoModelForCausalLM.from_pretrained(model_path)
-        result = evaluate(TransformersGenerator(model, tokenizer, args.batch_size), benches, sampling, **common)
-    elif args.server_url:
-        from math_grpo.vllm_server import VLLMServerClient
+        lm = AutoModelForCausalLM.from_pretrained(model_path)
+        return evaluate(TransformersGenerator(lm, tokenizer, args.batch_size), benches, sampling, **common)
+    from math_grpo.vllm_server import VLLMServerClient
 
+    if args.server_url:
         client = VLLMServerClient(args.server_url, timeout=args.eval_request_timeout)
         client.wait_until_healthy(min(args.server_timeout, 30.0))
-        result = evaluate(ServerGenerator(client, timeout=args.eval_request_timeout), benches, sampling, **common)
-    else:
-        from math_grpo.vllm_server import ServerProcess, ServerSpec, VLLMServerClient, max_model_len_for
+        return evaluate(ServerGenerator(client, timeout=args.eval_request_timeout), benches, sampling, **common)
+    from math_grpo.vllm_server import ServerProcess, ServerSpec, max_model_len_for
 
-        gpus = args.server_gpus or None
-        dtype = args.server_dtype if args.server_dtype != "auto" or gpus else "float32"
-        spec = ServerSpec(model=model_path, port=args.server_port, dtype=dtype, gpus=gpus, weight_transfer=False,
-                          max_model_len=max_model_len_for(model_path, args.eval_max_tokens))
-        log_dir = args.output_dir or os.path.join("results", "eval_logs")
-        with ServerProcess(spec, os.path.join(log_dir, "server.log")).start(args.server_timeout) as server:
-            client = VLLMServerClient(server.url, timeout=args.eval_request_timeout)
-            result = evaluate(ServerGenerator(client, timeout=args.eval_request_timeout), benches, sampling,
-                              **common)
+    gpus = args.server_gpus or None
+    dtype = args.server_dtype if args.server_dtype != "auto" or gpus else "float32"
+    spec = ServerSpec(model=model_path, port=args.server_port, dtype=dtype, gpus=gpus, weight_transfer=False,
+                      max_model_len=max_model_len_for(model_path, args.eval_max_tokens))
+    log_dir = args.output_dir or os.path.join("results", "eval_logs")
+    with ServerProcess(spec, os.path.join(log_dir, "server.log")).start(args.server_timeout) as server:
+        client = VLLMServerClient(server.url, timeout=args.eval_request_timeout)
+        return evaluate(ServerGenerator(client, timeout=args.eval_request_timeout), benches, sampling, **common)
 
-    print(format_table(result.metrics, [b.name for b in benches]), flush=True)
-    print(f"[eval] {sum(len(b.rows) for b in benches)} problems x {sampling.n} in {result.seconds:.1f} s", flush=True)
+
+def run_evaluation(args: EvaluateArguments) -> dict:
+    if not args.benchmarks:
+        raise MathGRPOError("--benchmarks: give at least one (aime24, amc23, math500, ..., or NAME=PATH)")
+    if args.dry_run:
+        dry_run(args)
+        return {}
+    from math_grpo.benchmarks import load_benchmarks
+    from math_grpo.evaluation import SamplingSettings, format_table, write_records
+    from math_grpo.metrics import comparison_table
+
+    if args.backend not in ("server", "transformers"):
+        raise MathGRPOError(f"--backend: {args.backend!r} is not one of server, transformers")
+    models: list[str | None] = list(args.model)
+    if not models:
+        if not (args.backend == "server" and args.server_url):
+            raise MathGRPOError("--model: which checkpoint(s) to evaluate?")
+        models = [None]
+    if args.server_url and len(models) > 1:
+        raise MathGRPOError("--server_url serves one checkpoint: give one --model, or none to start a server each")
+    benches = load_benchmarks(args.benchmarks, args.eval_max_samples, args.dataset_name, args.eval_sampling)
+    sampling = SamplingSettings.from_args(args)
+    sampling.seed = args.seed
+    common = dict(template=args.prompt_template, grader_mode=args.eval_grader_mode,
+                  grader_timeout=args.grader_timeout, step=args.step, progress=True)
+    names = [b.name for b in benches]
+    labels = checkpoint_labels([m or args.server_url or "server" for m in models])
+    results: dict[str, dict] = {}
+    for model, label in zip(models, labels):
+        print(f"[eval] {label}: {', '.join(names)}", file=sys.stderr, flush=True)
+        result = _evaluate_one(args, model, benches, sampling, common)
+        results[label] = result.metrics
+        print(format_table(result.metrics, names), flush=True)
+        n = sum(len(b.rows) for b in benches)
+        print(f"[eval] {label}: {n} problems in {result.seconds:.1f} s", flush=True)
+        if args.output_dir:
+            path = write_records(os.path.join(args.output_dir, "samples", label.replace("/", "__") + ".jsonl"),
+                                 result.records)
+            print(f"[eval] samples: {path}", flush=True)
+    table = comparison_table(results, names)
+    print("\n" + table, flush=True)
+    report = {"benchmarks": names, "models": dict(zip(labels, [m or args.server_url for m in models])),
+              "step": args.step, "results": results}
+    outputs = [os.path.join(args.output_dir, "results.json")] if args.output_dir else []
+    outputs += [args.output_json] if args.output_json else []
+    for path in outputs:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
     if args.output_dir:
-        print(f"[eval] samples: {write_eval_jsonl(args.output_dir, result)}", flush=True)
-    if args.output_json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output_json)), exist_ok=True)
-        with open(args.output_json, "w", encoding="utf-8") as f:
-            json.dump({"model": args.model, "step": args.step, **result.metrics}, f, indent=2)
-    return result.metrics
+        with open(os.path.join(args.output_dir, "results.md"), "w", encoding="utf-8") as f:
+            f.write(table + "\n")
+        print(f"[eval] table: {os.path.join(args.output_dir, 'results.md')}", flush=True)
+    return results
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -34,6 +34,23 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
+def all_boxed(text: str) -> list[str]:
+    """The contents of every balanced `\\boxed{...}` in order (an unbalanced one ends the scan)."""
+    out, start = [], 0
+    while (idx := text.find("\\boxed{", start)) >= 0:
+        depth = 0
+        for i in range(idx + len("\\boxed"), len(text)):
+            depth += text[i] == "{"
+            depth -= text[i] == "}"
+            if depth == 0:
+                out.append(text[idx + len("\\boxed{") : i].strip())
+                start = i + 1
+                break
+        else:
+            break
+    return out
+
+
 def boxed_content(text: str) -> str | None:
     """Content of the last balanced `\\boxed{...}`; None if missing, unbalanced or an `\\fbox`."""
     group = last_boxed(text)
@@ -76,11 +93,19 @@ def extract_answer(response: str, question_only: bool = False) -> tuple[bool, st
 _THOUSANDS = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$")
 
 
-def reduce_ground_truth(answer: Any) -> str:
+def reduce_ground_truth(answer: Any) -> str | list[str]:
     """GSM8K `... #### 1,200` -> `1200`, a MATH solution -> its last boxed answer, a number -> its string.
 
-    Lists and other values are turned into strings; the graders accept the reduced form and the original.
+    A list or tuple (OlympiadBench's `final_answer: ["2"]`) means "any of these": each element is reduced and
+    a list comes back, which the graders read as any-element-matches (`ground_truth_list`). Other values are
+    turned into strings; the graders accept the reduced form and the original.
     """
+    if isinstance(answer, (list, tuple)):
+        out: list[str] = []
+        for item in answer:
+            reduced = reduce_ground_truth(item)
+            out.extend(reduced if isinstance(reduced, list) else [reduced])
+        return out
     if isinstance(answer, bool):
         return str(answer)
     if isinstance(answer, int):

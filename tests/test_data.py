@@ -81,8 +81,12 @@ def test_missing_file_and_empty_dataset(tmp_path):
         load_problems(str(empty))
     nocol = tmp_path / "nocol.jsonl"
     nocol.write_text('{"text": "hello", "label": 1}\n')
-    with pytest.raises(MathGRPOError, match="missing problem"):
+    with pytest.raises(MathGRPOError, match=r"nocol.jsonl: no problem column \(looked for problem, question"):
         load_problems(str(nocol), bad_rows="error")
+    noanswer = tmp_path / "noanswer.jsonl"
+    noanswer.write_text('{"problem": "What is 1+1?"}\n')
+    with pytest.raises(MathGRPOError, match="noanswer.jsonl: no answer column"):
+        load_problems(str(noanswer))
 
 
 def test_templates_match_the_grader():
