@@ -8,7 +8,7 @@ from typing import Any
 
 PANELS = (
     ("train/reward", "train reward (mean over rollouts)"),
-    ("eval/accuracy", "eval accuracy (held-out)"),
+    ("eval/accuracy", "eval accuracy per benchmark (held-out)"),
     ("train/kl", "KL to reference"),
     ("train/loss", "loss"),
 )
@@ -41,6 +41,17 @@ def series(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]
     return xs, ys
 
 
+def eval_benchmarks(rows: list[dict[str, Any]]) -> list[str]:
+    """Benchmark names with an `eval/<name>/accuracy` in the log, in first-seen order."""
+    names: dict[str, None] = {}
+    for r in rows:
+        for k in r:
+            parts = k.split("/")
+            if len(parts) == 3 and parts[0] == "eval" and parts[2] == "accuracy":
+                names[parts[1]] = None
+    return list(names)
+
+
 def _smooth(ys: list[float], window: int) -> list[float]:
     out, acc = [], 0.0
     for i, y in enumerate(ys):
@@ -71,10 +82,14 @@ def plot_run(run_dir: str, out_name: str = "progress.png", title: str | None = N
         if key == "eval/accuracy":
             for name, value in (extra_lines or {}).items():
                 ax.axhline(value, linestyle="--", linewidth=1, label=name, color="gray" if "before" in name else None)
+        if key == "eval/accuracy":
+            for name in eval_benchmarks(rows):  # one line per benchmark beside their macro average
+                bx, by = series(rows, f"eval/{name}/accuracy")
+                ax.plot(bx, by, ".--", linewidth=1, alpha=0.8, label=name)
         if xs:
             style = "o-" if key.startswith("eval/") else "-"
             ax.plot(xs, ys, style, alpha=0.35 if len(xs) > 20 and not key.startswith("eval/") else 1.0,
-                    label=key)
+                    label="average" if key == "eval/accuracy" and eval_benchmarks(rows) else key)
             if len(xs) > 20 and not key.startswith("eval/"):
                 ax.plot(xs, _smooth(ys, max(3, len(xs) // 15)), "-", label=f"{key} (smoothed)")
         if not xs:

@@ -54,7 +54,13 @@ def checkpoint_labels(models: list[str]) -> list[str]:
         return "/".join(parts[-2:]) if generic and len(parts) > 1 else parts[-1]
 
     labels = [short(m) for m in models]
-    return labels if len(set(labels)) == len(labels) else [os.path.normpath(m) for m in models]
+    if len(set(labels)) < len(labels):
+        labels = [os.path.normpath(m) for m in models]
+    seen: dict[str, int] = {}
+    for i, label in enumerate(labels):  # the same checkpoint twice (a seed check): label#2
+        seen[label] = seen.get(label, 0) + 1
+        labels[i] = label if seen[label] == 1 else f"{label}#{seen[label]}"
+    return labels
 
 
 def dry_run(args: EvaluateArguments) -> None:

@@ -59,6 +59,8 @@ def test_evaluation_through_server_produces_metrics(vllm_server, tmp_path):
         assert m[f"eval/{name}/pass@1"] == pytest.approx(m[f"eval/{name}/accuracy"])
         assert m[f"eval/{name}/pass@1"] <= m[f"eval/{name}/pass@2"] <= m[f"eval/{name}/pass@4"]
         assert 0 < m[f"eval/{name}/mean_response_tokens"] <= 24
+        assert m[f"eval/{name}/avg@4"] == m[f"eval/{name}/accuracy"] and m[f"eval/{name}/n"] == 4
+        assert 0.0 <= m[f"eval/{name}/maj@4"] <= m[f"eval/{name}/pass@4"]
     assert "eval/math500/level_1/accuracy" in m and "eval/math500/level_3/accuracy" in m
     assert m["eval/accuracy"] == pytest.approx((m["eval/synthetic/accuracy"] + m["eval/math500/accuracy"]) / 2)
     assert len(result.records) == (12 + len(benches[1].rows)) * 4
@@ -110,21 +112,35 @@ def test_evaluate_recipe_cli_through_server_and_transformers(vllm_server, tmp_pa
     out_json = str(tmp_path / "server.json")
     proc = run([sys.executable, "recipes/evaluate.py", "--server_url", vllm_server.url, "--benchmarks",
                 f"gsm8k={FIXTURES}/gsm8k.jsonl", "synthetic", "--dataset_name", vllm_server.data,
-                "--eval_max_samples", "6", "--eval_max_tokens", "16", "--output_json", out_json,
-                "--output_dir", str(tmp_path / "run")], timeout=300)
-    assert "macro avg" in proc.stdout and "gsm8k" in proc.stdout
+                "--eval_max_samples", "6", "--eval_max_tokens", "16", "--eval_sampling", "synthetic: n=2 temperature=1",
+                "--output_json", out_json], timeout=300)
+    assert "macro avg" in proc.stdout and "| checkpoint | gsm8k | synthetic (avg@2) | average |" in proc.stdout
     with open(out_json, encoding="utf-8") as f:
         served = json.load(f)
-    assert 0.0 <= served["eval/accuracy"] <= 1.0 and served["eval/synthetic/num_problems"] == 6
-    assert os.path.isfile(tmp_path / "run" / "eval" / "step_0000.jsonl")
+    (metrics,) = served["results"].values()
+    assert 0.0 <= metrics["eval/accuracy"] <= 1.0 and metrics["eval/synthetic/num_problems"] == 6
+    assert metrics["eval/synthetic/n"] == 2 and metrics["eval/gsm8k/n"] == 1 and "eval/synthetic/maj@2" in metrics
 
-    local_json = str(tmp_path / "local.json")
-    run([sys.executable, "recipes/evaluate.py", "--model", vllm_server.model, "--backend", "transformers",
-         "--benchmarks", f"gsm8k={FIXTURES}/gsm8k.jsonl", "synthetic", "--dataset_name", vllm_server.data,
-         "--eval_max_samples", "6", "--eval_max_tokens", "16", "--output_json", local_json], timeout=300)
-    with open(local_json, encoding="utf-8") as f:
-        local = json.load(f)
-    assert local["eval/synthetic/num_problems"] == 6 and set(local) >= {"eval/accuracy", "eval/format_accuracy"}
+    # two checkpoints in-process: one table, rows = checkpoints, written beside the per-sample files
+    out = tmp_path / "run"
+    local = run([sys.executable, "recipes/evaluate.py", "--model", vllm_server.model, vllm_server.model,
+                 "--backend", "transformers", "--benchmarks", f"gsm8k={FIXTURES}/gsm8k.jsonl", "synthetic",
+                 "--dataset_name", vllm_server.data, "--eval_max_samples", "6", "--eval_max_tokens", "16",
+                 "--output_dir", str(out)], timeout=300)
+    with open(out / "results.json", encoding="utf-8") as f:
+        report = json.load(f)
+    labels = list(report["results"])
+    assert len(labels) == 2 and labels[1] == labels[0] + "#2" and report["benchmarks"] == ["gsm8k", "synthetic"]
+    table = (out / "results.md").read_text(encoding="utf-8").splitlines()
+    assert table[0] == "| checkpoint | gsm8k | synthetic | average |"
+    assert table[2].startswith(f"| {labels[0]} |") and table[3].startswith(f"| {labels[1]} |")
+    assert "\n".join(table) in local.stdout
+    for label in labels:
+        samples = read_jsonl(str(out / "samples" / (label.replace("/", "__") + ".jsonl")))
+        assert len(samples) == 6 + 2 and {"response", "extracted", "answer_reward"} <= set(samples[0])
+    # greedy and the same weights: the two rows agree
+    first, second = (report["results"][lb] for lb in labels)
+    assert first["eval/accuracy"] == second["eval/accuracy"]
 
     bad = run([sys.executable, "recipes/evaluate.py", "--server_url", vllm_server.url, "--benchmarks", "nope"],
               timeout=120, check=False)
