@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     from math_grpo.configs import GRPOScriptArguments
     from math_grpo.data import format_prompts, load_problems
     from math_grpo.eval_callback import add_eval_callback
+    from math_grpo.trl_adapter import MathGRPOTrainer
     from math_grpo.vllm_server import ServerProcess, ServerSpec
-    from math_grpo.weight_sync import MathGRPOTrainer
     from rewards.registry import get_reward_funcs
 
     model_dir, data_dir = _assets(args)

@@ -15,6 +15,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from math_grpo.trl_adapter import latest_rollouts
+
 # Prefixes that are already namespaced and go through unchanged.
 _NAMESPACED = ("train/", "eval/", "weight_sync/", "rewards/", "timing/", "sft/")
 
@@ -78,8 +80,8 @@ class MetricsCallback(TrainerCallback):
 class CompletionSamplesCallback(TrainerCallback):
     """Writes the latest rollouts (prompt, completion, answer, rewards) to completions.jsonl and W&B.
 
-    GRPOTrainer keeps the last generation batch in `trainer._logs` (gathered on the main process); reading
-    it at log time costs nothing and gives users the samples they always ask for when a reward curve looks odd.
+    Reading TRL's last generation batch at log time costs nothing and gives users the samples they always ask
+    for when a reward curve looks odd (`trl_adapter.latest_rollouts` says why it reads TRL's buffer).
     """
 
     def __init__(self, run_dir: str, trainer: Any, wandb_run: Any | None = None, num_wandb_samples: int = 8):
@@ -91,13 +93,11 @@ class CompletionSamplesCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or logs is None or "loss" not in logs:
             return control
-        buf = getattr(self.trainer, "_logs", None)
-        if not buf or not buf.get("prompt"):
+        buf = latest_rollouts(self.trainer)
+        if buf is None:
             return control
-        prompts, completions = list(buf["prompt"]), list(buf["completion"])
-        rewards = {name: list(vals) for name, vals in buf["rewards"].items()}
-        advantages = list(buf["advantages"])
-        answers = list(buf["extra"].get("answer", [])) if "extra" in buf else []
+        prompts, completions, rewards, advantages = buf["prompt"], buf["completion"], buf["rewards"], buf["advantages"]
+        answers = buf["extra"].get("answer", [])
         rows = []
         with open(self.path, "a", encoding="utf-8") as f:
             for i, (p, c) in enumerate(zip(prompts, completions)):

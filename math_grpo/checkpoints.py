@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from transformers import TrainerCallback
 
-from math_grpo.cli import MathGRPOError
+from math_grpo.errors import MathGRPOError
 
 COMPLETE_MARKER = "checkpoint_complete.json"
 _CKPT_RE = re.compile(r"^checkpoint-(\d+)$")

@@ -14,9 +14,7 @@ from typing import Any
 
 import yaml
 
-
-class MathGRPOError(Exception):
-    """An error whose message is the whole story: printed as one line, without a traceback."""
+from math_grpo.errors import MathGRPOError
 
 
 def _config_path(args: Sequence[str]) -> str | None:

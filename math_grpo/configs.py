@@ -2,21 +2,76 @@
 
 Everything TRL already has (learning rate, beta, num_generations, vLLM server address, ...) stays in
 `GRPOConfig` / `SFTConfig` / `ModelConfig`; only what TRL lacks lives here.
+
+Each dataclass checks its own fields in `__post_init__` (a value outside its allowed set, a count that must
+be positive), so a bad recipe fails while it is parsed, naming the field. Checks that need several fields,
+TRL's config or the file system live in one place: `math_grpo.recipe_checks`.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from trl import ScriptArguments
+
+from math_grpo.data import PROMPT_TEMPLATES
+from math_grpo.errors import ConfigError
+from rewards.grader import MODES as GRADER_MODES
+from rewards.registry import REWARD_FUNCS
 
 DEFAULT_SFT_CHECKPOINT = "results/checkpoints/checkpoint_6000"
 DEFAULT_GRPO_OUTPUT_ROOT = "results/grpo_checkpoints"
 DEFAULT_WANDB_PROJECT = "math-grpo"
+VLLM_MODES = ("server", "colocate")
+WEIGHT_SYNC_BACKENDS = ("nccl", "filesystem")
+EVAL_BACKENDS = ("auto", "server", "transformers")
+BAD_ROWS = ("skip", "error")
+
+
+def uses_server(args: Any) -> bool:
+    """True for vLLM server mode; `args` is a GRPOConfig or a GRPOTrainer (both carry use_vllm/vllm_mode)."""
+    return bool(getattr(args, "use_vllm", False)) and getattr(args, "vllm_mode", None) == "server"
+
+
+def resolve_run_dir(script_args: GRPOScriptArguments, training_args: Any) -> str:
+    """The GRPO run dir, fixed once: an explicit output_dir wins, else OUTPUT_ROOT/<run_name> (default: a
+    timestamp). Sets `training_args.output_dir` and `run_name` so every later reader sees the same answer."""
+    out = training_args.output_dir
+    if not out or out == "trainer_output":
+        training_args.run_name = training_args.run_name or time.strftime("grpo-%Y%m%d-%H%M%S")
+        out = os.path.join(script_args.output_root, training_args.run_name)
+    training_args.output_dir = out
+    training_args.run_name = training_args.run_name or os.path.basename(os.path.normpath(out))
+    return out
+
+
+def _one_of(name: str, value: Any, allowed: Any) -> list[str]:
+    return [] if value in allowed else [f"{name}: {value!r} is not one of {', '.join(allowed)}"]
+
+
+def _positive(name: str, value: Any, optional: bool = False) -> list[str]:
+    if value is None and optional:
+        return []
+    return [] if value is not None and value > 0 else [f"{name}: must be > 0, got {value!r}"]
+
+
+class _FieldChecks:
+    """Runs every class's `field_problems()` (cooperatively, along the MRO) once the dataclass is built."""
+
+    def field_problems(self) -> list[str]:
+        return []
+
+    def __post_init__(self) -> None:
+        problems = self.field_problems()
+        if problems:
+            raise ConfigError(problems)
 
 
 @dataclass
-class DataArguments(ScriptArguments):
+class DataArguments(_FieldChecks, ScriptArguments):
     """Where the problems come from and how they become prompts (shared by SFT, GRPO and evaluation)."""
 
     dataset_name: str | None = field(
@@ -39,9 +94,15 @@ class DataArguments(ScriptArguments):
     )
     wandb_project: str = field(default=DEFAULT_WANDB_PROJECT, metadata={"help": "W&B project name."})
 
+    def field_problems(self) -> list[str]:
+        return [*super().field_problems(), *_one_of("prompt_template", self.prompt_template, PROMPT_TEMPLATES),
+                *_one_of("bad_rows", self.bad_rows, BAD_ROWS),
+                *_positive("max_train_samples", self.max_train_samples, optional=True),
+                *_positive("max_problem_chars", self.max_problem_chars)]
+
 
 @dataclass
-class EvalArguments:
+class EvalArguments(_FieldChecks):
     """Benchmark evaluation (the callback during GRPO and `recipes/evaluate.py`)."""
 
     benchmarks: list[str] = field(
@@ -67,9 +128,21 @@ class EvalArguments:
     eval_request_timeout: float = field(default=600.0, metadata={"help": "HTTP timeout per eval request (s)."})
     eval_num_samples_logged: int = field(default=8, metadata={"help": "Sample completions logged per eval."})
 
+    def field_problems(self) -> list[str]:
+        problems = [*super().field_problems(), *_one_of("eval_grader_mode", self.eval_grader_mode, GRADER_MODES),
+                    *_one_of("eval_backend", self.eval_backend, EVAL_BACKENDS),
+                    *_positive("eval_max_samples", self.eval_max_samples, optional=True),
+                    *_positive("eval_max_tokens", self.eval_max_tokens), *_positive("eval_n", self.eval_n),
+                    *_positive("eval_request_timeout", self.eval_request_timeout)]
+        if self.eval_temperature < 0:
+            problems.append(f"eval_temperature: must be >= 0, got {self.eval_temperature}")
+        if not 0 < self.eval_top_p <= 1:
+            problems.append(f"eval_top_p: must be in (0, 1], got {self.eval_top_p}")
+        return problems
+
 
 @dataclass
-class StopArguments:
+class StopArguments(_FieldChecks):
     """When a run ends early and cleanly (math_grpo.callbacks.StopRequest: a checkpoint, then exit)."""
 
     time_limit_s: float | None = field(
@@ -78,6 +151,9 @@ class StopArguments:
     stop_file: str | None = field(
         default=None, metadata={"help": "Stop training cleanly (with a checkpoint) once this file exists."}
     )
+
+    def field_problems(self) -> list[str]:
+        return [*super().field_problems(), *_positive("time_limit_s", self.time_limit_s, optional=True)]
 
 
 @dataclass
@@ -112,13 +188,25 @@ class GRPOScriptArguments(DataArguments, EvalArguments, StopArguments):
     sync_check_min_tolerance: float = field(
         default=0.05, metadata={"help": "Lower bound of the sync tolerance (max abs logprob diff, nats)."}
     )
-    stop_on_nan: bool = field(default=True, metadata={"help": "Stop (with a checkpoint) on NaN/inf loss."})
+    stop_on_nan: bool = field(
+        default=True, metadata={"help": "Stop (with the last finite checkpoint) on a NaN/inf loss, grad norm or weight."}
+    )
+
+    def field_problems(self) -> list[str]:
+        problems = [*super().field_problems(), *_one_of("grader_mode", self.grader_mode, GRADER_MODES),
+                    *_one_of("weight_sync_backend", self.weight_sync_backend, WEIGHT_SYNC_BACKENDS),
+                    *_positive("grader_timeout", self.grader_timeout),
+                    *_positive("max_prompt_length", self.max_prompt_length, optional=True),
+                    *_positive("sync_check_factor", self.sync_check_factor)]
+        if not self.reward_funcs:
+            problems.append("reward_funcs: empty; name at least one (r1_zero)")
+        unknown = [n for n in self.reward_funcs if n not in REWARD_FUNCS]
+        if unknown:
+            problems.append(f"reward_funcs: unknown {', '.join(map(repr, unknown))}; known: {', '.join(REWARD_FUNCS)}")
+        return problems
 
 
 @dataclass
 class SFTScriptArguments(DataArguments, EvalArguments, StopArguments):
-    """Arguments of `recipes/sft.py` that are not in TRL's SFTConfig / ModelConfig."""
-
-    solution_column: str = field(
-        default="solution", metadata={"help": "Column holding the worked solution used as the SFT target."}
-    )
+    """Arguments of `recipes/sft.py` that are not in TRL's SFTConfig / ModelConfig (the target is the
+    worked solution `math_grpo.data` finds in the row: a `solution`, `worked_solution` or `rationale` column)."""

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     import yaml
 
-    from math_grpo.vllm_server import stop_process_group
+    from math_grpo.processes import stop_process_group
 
     out = os.path.abspath(args.out)
     data_dir, init_dir = f"{out}/data", f"{out}/tiny-init"
@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> None:
                                 env={**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) - 2))})
     try:
         if args.server == "on":
-            grpo_time = _run(["bash", "launch/grpo.sh", grpo_yaml, *grpo_args], "GRPO (rollouts on a vLLM CPU server)")
+            grpo_time = _run([sys.executable, "-m", "math_grpo.launch", grpo_yaml, *grpo_args],
+                             "GRPO (rollouts on a vLLM CPU server)")
         else:
             grpo_time = _run(_accelerate("recipes/grpo.py", "--config", grpo_yaml, *grpo_args), "GRPO")
     except BaseException:

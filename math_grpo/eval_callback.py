@@ -10,7 +10,6 @@ A failed evaluation is logged and training continues: an evaluation must never c
 from __future__ import annotations
 
 import copy
-import math
 import threading
 import time
 import traceback
@@ -18,7 +17,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from math_grpo.cli import MathGRPOError
+from math_grpo.configs import EVAL_BACKENDS, GRPOScriptArguments, uses_server
+from math_grpo.errors import MathGRPOError
 from math_grpo.evaluation import (
     Benchmark,
     EvalResult,
@@ -29,25 +29,13 @@ from math_grpo.evaluation import (
     load_benchmarks,
     write_eval_jsonl,
 )
-
-
-def _server_mode(trainer: Any) -> bool:
-    return bool(getattr(trainer, "use_vllm", False) and getattr(trainer, "vllm_mode", None) == "server")
-
-
-def resolve_eval_steps(eval_steps: float | None, max_steps: int) -> int | None:
-    """TrainingArguments semantics: an int, or a fraction (< 1) of max_steps; None = only start and end."""
-    if eval_steps is None or eval_steps <= 0:
-        return None
-    if eval_steps < 1:
-        return max(1, math.ceil(eval_steps * max_steps)) if max_steps > 0 else None
-    return int(eval_steps)
+from math_grpo.trl_adapter import force_sync
 
 
 class BenchmarkEvalCallback(TrainerCallback):
     """Runs `evaluation.evaluate` on the configured benchmarks and logs eval/* through the trainer's callbacks."""
 
-    def __init__(self, trainer: Any, script_args: Any, run_dir: str, tokenizer: Any,
+    def __init__(self, trainer: Any, script_args: GRPOScriptArguments, run_dir: str, tokenizer: Any,
                  benchmarks: list[Benchmark] | None, backend: str, overlap: bool = True):
         self.trainer = trainer
         self.script_args = script_args
@@ -57,10 +45,10 @@ class BenchmarkEvalCallback(TrainerCallback):
         self.backend = backend
         self.overlap = overlap and backend == "server"
         self.sampling = SamplingSettings.from_args(script_args)
-        self.template = getattr(script_args, "prompt_template", "r1_zero")
-        self.grader_mode = getattr(script_args, "eval_grader_mode", "accurate")
-        self.grader_timeout = float(getattr(script_args, "grader_timeout", 2.0))
-        self.num_samples_logged = int(getattr(script_args, "eval_num_samples_logged", 8))
+        self.template = script_args.prompt_template
+        self.grader_mode = script_args.eval_grader_mode
+        self.grader_timeout = script_args.grader_timeout
+        self.num_samples_logged = script_args.eval_num_samples_logged
         self.is_main = trainer.accelerator.is_main_process
         self._thread: threading.Thread | None = None
         self._pending: list[tuple[int, EvalResult | None, str | None, float]] = []
@@ -81,7 +69,8 @@ class BenchmarkEvalCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         self._flush(state)
         final = state.global_step >= state.max_steps or control.should_training_stop
-        every = resolve_eval_steps(args.eval_steps, state.max_steps)
+        # TrainerState.compute_steps turned a fractional eval_steps into steps; unset: only start and end.
+        every = int(state.eval_steps) if args.eval_steps and args.eval_steps > 0 else None
         if final:
             self._run(state.global_step, final=True)
         elif every and state.global_step % every == 0:
@@ -108,8 +97,6 @@ class BenchmarkEvalCallback(TrainerCallback):
         self._last_eval_step = step
         t0 = time.perf_counter()
         if self.backend == "server":
-            from math_grpo.weight_sync import force_sync
-
             self.wait()  # the previous evaluation must finish before the weights change under it
             try:
                 force_sync(self.trainer)  # every rank: collectives
@@ -204,26 +191,26 @@ class BenchmarkEvalCallback(TrainerCallback):
 
 
 def resolve_backend(trainer: Any, requested: str) -> str:
-    if requested not in ("auto", "server", "transformers"):
-        raise MathGRPOError(f"eval_backend: {requested!r} is not one of auto, server, transformers")
+    if requested not in EVAL_BACKENDS:
+        raise MathGRPOError(f"eval_backend: {requested!r} is not one of {', '.join(EVAL_BACKENDS)}")
     if requested == "auto":
-        return "server" if _server_mode(trainer) else "transformers"
-    if requested == "server" and not _server_mode(trainer):
+        return "server" if uses_server(trainer) else "transformers"
+    if requested == "server" and not uses_server(trainer):
         raise MathGRPOError("eval_backend: 'server' needs use_vllm: true and vllm_mode: server")
     return requested
 
 
-def add_eval_callback(trainer: Any, script_args: Any, run_dir: str, tokenizer: Any) -> BenchmarkEvalCallback | None:
+def add_eval_callback(trainer: Any, script_args: GRPOScriptArguments, run_dir: str,
+                      tokenizer: Any) -> BenchmarkEvalCallback | None:
     """Load the benchmarks (rank 0; a bad name or path fails now) and attach the callback."""
-    if not getattr(script_args, "benchmarks", None):
+    if not script_args.benchmarks:
         return None
-    backend = resolve_backend(trainer, getattr(script_args, "eval_backend", "auto"))
-    if backend == "transformers" and trainer.accelerator.num_processes > 1 and getattr(
-            trainer, "is_deepspeed_enabled", False):
+    backend = resolve_backend(trainer, script_args.eval_backend)
+    if backend == "transformers" and trainer.accelerator.num_processes > 1 and trainer.is_deepspeed_enabled:
         raise MathGRPOError("eval_backend: transformers generation on rank 0 cannot run under DeepSpeed with several "
                             "processes; use the server (vllm_mode: server)")
     if backend == "server" and not hasattr(trainer.vllm_generation, "before_sync"):
-        raise MathGRPOError("evaluation on the server needs math_grpo.weight_sync.MathGRPOTrainer")
+        raise MathGRPOError("evaluation on the server needs math_grpo.trl_adapter.MathGRPOTrainer")
     benches = None
     if trainer.accelerator.is_main_process:
         benches = load_benchmarks(script_args.benchmarks, script_args.eval_max_samples, script_args.dataset_name,

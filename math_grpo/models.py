@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from math_grpo.cli import MathGRPOError
+from math_grpo.errors import MathGRPOError
 
 
 def looks_local(name: str) -> bool:
@@ -59,10 +59,10 @@ def load_model(model_args: Any, gradient_checkpointing: bool = False) -> Any:
 
     path = check_model_path(model_args.model_name_or_path)
     kwargs: dict[str, Any] = {"revision": model_args.model_revision}
-    dtype = _dtype(getattr(model_args, "dtype", None))
+    dtype = _dtype(model_args.dtype)
     if dtype is not None:
         kwargs["dtype"] = dtype
-    if getattr(model_args, "attn_implementation", None):
+    if model_args.attn_implementation:
         kwargs["attn_implementation"] = model_args.attn_implementation
     if gradient_checkpointing:
         kwargs["use_cache"] = False

@@ -1,4 +1,4 @@
-"""Weight sync to the vLLM server (TRL's NCCL path or a filesystem backend) and a logprob check after each sync.
+"""The filesystem weight-sync backend and the logprob check that follows every sync to the vLLM server.
 
 The worst failure of server mode is silent: a server that keeps sampling from stale or wrongly loaded weights.
 So after every sync the server's prompt logprobs on a fixed probe are compared with the trainer's own
@@ -6,31 +6,22 @@ log-softmax. The first sync of a run pushes weights that are equal by constructi
 noise floor of the set-up (0 in float32 on CPU, about 0.1 nats in bf16 on a GPU), and later syncs must stay
 within max(sync_check_min_tolerance, sync_check_factor * floor) of it.
 
-Why a trainer subclass: TRL 1.16 builds its `VLLMGeneration` inside `GRPOTrainer.__init__`, and in server
-mode that always calls `VLLMClient.init_communicator`, which raises on a non-CUDA trainer. The filesystem
-backend must therefore replace that step *before* it runs; `MathGRPOTrainer` makes TRL build our
-`ServerVLLMGeneration` subclass instead (same constructor arguments, TRL's code otherwise untouched).
+How the two plug into TRL's trainer (and why that needs a subclass) is `math_grpo.trl_adapter`'s job; nothing
+here imports TRL.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import os
-import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from trl import GRPOTrainer
-from trl.generation.vllm_generation import VLLMGeneration
-
 from math_grpo.checkpoints import broadcast_from_main
-from math_grpo.cli import MathGRPOError
-from math_grpo.vllm_server import ServerError, VLLMServerClient, make_trl_client
+from math_grpo.configs import GRPOScriptArguments
+from math_grpo.errors import MathGRPOError, WeightSyncError
+from math_grpo.vllm_server import VLLMServerClient
 
-BACKENDS = ("nccl", "filesystem")
 # A "noise floor" above this on known-equal weights means the sync itself is broken, not noise.
 MAX_NOISE_FLOOR = 1.0
 PROBE_TEXT = (
@@ -41,11 +32,6 @@ PROBE_TEXT = (
     "How many apples does he have now?\nAssistant: <think> 12 + 7 = 19, and 19 - 4 = 15. </think> "
     "<answer> 15 </answer>"
 )
-_SWAP_LOCK = threading.Lock()
-
-
-class WeightSyncError(MathGRPOError):
-    """The server does not hold the trainer's weights (or the sync itself failed)."""
 
 
 @dataclass
@@ -59,17 +45,12 @@ class SyncSettings:
     probe_max_tokens: int = 128
 
     @classmethod
-    def from_args(cls, script_args: Any, training_args: Any) -> SyncSettings:
-        backend = getattr(script_args, "weight_sync_backend", "nccl")
-        if backend not in BACKENDS:
-            raise MathGRPOError(f"weight_sync_backend: {backend!r} is not one of {', '.join(BACKENDS)}")
-        sync_dir = getattr(script_args, "weight_sync_dir", None) or os.path.join(training_args.output_dir,
-                                                                                 "weight_sync")
-        return cls(backend=backend, sync_dir=os.path.abspath(sync_dir),
-                   check=bool(getattr(script_args, "sync_check", True)),
-                   factor=float(getattr(script_args, "sync_check_factor", 4.0)),
-                   min_tolerance=float(getattr(script_args, "sync_check_min_tolerance", 0.05)),
-                   request_timeout=float(getattr(script_args, "eval_request_timeout", 600.0)))
+    def from_args(cls, script_args: GRPOScriptArguments, training_args: Any) -> SyncSettings:
+        sync_dir = script_args.weight_sync_dir or os.path.join(training_args.output_dir, "weight_sync")
+        return cls(backend=script_args.weight_sync_backend, sync_dir=os.path.abspath(sync_dir),
+                   check=script_args.sync_check, factor=script_args.sync_check_factor,
+                   min_tolerance=script_args.sync_check_min_tolerance,
+                   request_timeout=script_args.eval_request_timeout)
 
 
 def _is_main(accelerator: Any) -> bool:
@@ -152,7 +133,7 @@ def write_safetensors(named_params: Any, out_dir: str, tie_lm_head_to: str | Non
     """Save parameters to OUT_DIR/model.safetensors atomically, with an explicit `lm_head.weight` when tied.
 
     vLLM's reload of a tied model from a file without `lm_head.weight` leaves a head that matches neither the
-    old nor the new weights (about 2 nats off on a perturbed embedding, see NOTES): always write it.
+    old nor the new weights (about 2 nats off on a perturbed embedding; docs/faults.md): always write it.
     """
     from safetensors.torch import save_file
 
@@ -167,7 +148,7 @@ def write_safetensors(named_params: Any, out_dir: str, tie_lm_head_to: str | Non
     return path
 
 
-def _tied_embedding_name(model: Any) -> str | None:
+def tied_embedding_name(model: Any) -> str | None:
     """The parameter name of the input embedding when the LM head shares it, else None."""
     config = getattr(model, "config", None)
     if not getattr(config, "tie_word_embeddings", False):
@@ -180,148 +161,3 @@ def _tied_embedding_name(model: Any) -> str | None:
         if param is emb:
             return name.removeprefix("base_model.model.")
     return None
-
-
-class ServerVLLMGeneration(VLLMGeneration):
-    """TRL's server-mode generation with bounded HTTP, the chosen sync backend and the check after each sync."""
-
-    def __init__(self, *args: Any, settings: SyncSettings, **kwargs: Any):
-        self.settings = settings
-        self.http: VLLMServerClient | None = None
-        self.checker: SyncChecker | None = None
-        self.before_sync: list[Callable[[], None]] = []  # e.g. wait for in-flight evaluation requests
-        self.num_syncs = 0
-        self.last_sync_s = 0.0
-        self.last_check_s = 0.0
-        self.last_record: dict[str, float] = {}
-        self.step_fn: Callable[[], int] = lambda: -1
-        self.on_record: Callable[[dict[str, float]], None] | None = None
-        self._tied_name: str | None = None
-        super().__init__(*args, **kwargs)
-
-    def _init_vllm(self) -> None:
-        if self.mode != "server":
-            super()._init_vllm()
-            return
-        accelerator = self.accelerator
-        base_url = self.server_base_url or f"http://{self.server_host}:{self.server_port}"
-        if accelerator.is_main_process:
-            self.vllm_client = make_trl_client(base_url, self.settings.request_timeout, self.server_timeout,
-                                               group_port=self.group_port)
-            self.http = VLLMServerClient(base_url, timeout=self.settings.request_timeout, model=self.vllm_client.model)
-            if self.settings.backend == "nccl":
-                self.vllm_client.init_communicator(device=accelerator.device)
-            elif self.settings.backend == "filesystem":
-                self.http.server_info()  # fail now, naming VLLM_SERVER_DEV_MODE, not at the first sync
-        self._tied_name = _tied_embedding_name(self.model)
-        accelerator.wait_for_everyone()
-
-    def sync_weights(self) -> None:
-        for hook in list(self.before_sync):
-            hook()
-        t0 = time.perf_counter()
-        if self.mode == "server" and self.settings.backend == "filesystem":
-            self._filesystem_sync()
-        else:
-            try:
-                super().sync_weights()
-            except ServerError as exc:
-                raise WeightSyncError(f"weight sync (nccl) failed: {exc}") from None
-        self.last_sync_s = time.perf_counter() - t0
-        self.num_syncs += 1
-        if self.checker is not None and self.mode == "server":
-            t1 = time.perf_counter()
-            record = self.checker.check(self.model, self.http, self.accelerator, self.step_fn())
-            self.last_check_s = time.perf_counter() - t1
-            record = {**record, "weight_sync/seconds": self.last_sync_s, "weight_sync/check_seconds": self.last_check_s}
-            self.last_record = record
-            if self.on_record is not None:
-                self.on_record(record)
-
-    def _filesystem_sync(self) -> None:
-        """All ranks gather each parameter (ZeRO-3 collectives); rank 0 writes, then the server reloads."""
-        main = self.accelerator.is_main_process
-        state = {}
-        for name, param in self._iter_named_params():
-            if main:
-                state[name] = param.detach().to("cpu", copy=True).contiguous()
-        error = None
-        if main:
-            try:
-                write_safetensors(state, self.settings.sync_dir, self._tied_name)
-                self.http.reload_weights(self.settings.sync_dir)
-                self.http.reset_prefix_cache()
-            except ServerError as exc:
-                error = f"weight sync (filesystem, {self.settings.sync_dir}) failed: {exc}"
-            except OSError as exc:
-                error = f"weight sync: cannot write {self.settings.sync_dir}: {exc}"
-        error = broadcast_from_main(error, self.accelerator)
-        if error:
-            raise WeightSyncError(error)
-
-
-class MathGRPOTrainer(GRPOTrainer):
-    """`GRPOTrainer` whose server mode uses `ServerVLLMGeneration` (see the module docstring for why).
-
-    `sync_args` is anything with the weight_sync_* / sync_check* fields of `GRPOScriptArguments`.
-    Outside server mode it is exactly TRL's trainer.
-    """
-
-    def __init__(self, *args: Any, sync_args: Any = None, **kwargs: Any):
-        training_args = kwargs.get("args", args[2] if len(args) > 2 else None)
-        server = bool(training_args is not None and training_args.use_vllm and training_args.vllm_mode == "server")
-        if not server:
-            super().__init__(*args, **kwargs)
-            return
-        settings = SyncSettings.from_args(sync_args, training_args)
-        import trl.trainer.grpo_trainer as grpo_module
-
-        with _SWAP_LOCK:
-            original = grpo_module.VLLMGeneration
-            grpo_module.VLLMGeneration = functools.partial(ServerVLLMGeneration, settings=settings)
-            try:
-                super().__init__(*args, **kwargs)
-            finally:
-                grpo_module.VLLMGeneration = original
-        install_weight_sync(self, sync_args)
-
-
-def install_weight_sync(trainer: GRPOTrainer, script_args: Any) -> None:
-    """Make a server-mode trainer check every sync; idempotent. The backend itself is chosen at construction.
-
-    For `weight_sync_backend: filesystem` the trainer must be a `MathGRPOTrainer` (TRL's own would already
-    have failed in `init_communicator` on a non-CUDA device).
-    """
-    if not (getattr(trainer, "use_vllm", False) and getattr(trainer, "vllm_mode", None) == "server"):
-        return
-    vg = trainer.vllm_generation
-    if not isinstance(vg, ServerVLLMGeneration):
-        raise MathGRPOError("server mode: build the trainer with math_grpo.weight_sync.MathGRPOTrainer(..., "
-                            "sync_args=script_args) so the weight sync backend and its check are installed")
-    settings = SyncSettings.from_args(script_args, trainer.args)
-    if settings.backend != vg.settings.backend:
-        raise MathGRPOError(f"weight_sync_backend changed after the trainer was built ({vg.settings.backend} -> "
-                            f"{settings.backend})")
-    vg.settings = settings
-    if settings.check and vg.checker is None:
-        vg.checker = SyncChecker.from_tokenizer(settings, trainer.processing_class)
-    vg.step_fn = lambda: trainer.state.global_step
-
-    def record(metrics: dict[str, float]) -> None:
-        for key, value in metrics.items():
-            trainer._metrics["train"][key].append(value)
-
-    vg.on_record = record
-
-
-def force_sync(trainer: GRPOTrainer) -> bool:
-    """Push the current weights now (every rank must call it); the next rollout then skips its own sync.
-
-    Returns False when there is no server to sync (not server mode).
-    """
-    if not (getattr(trainer, "use_vllm", False) and getattr(trainer, "vllm_mode", None) == "server"):
-        return False
-    if trainer._last_loaded_step != trainer.state.global_step:
-        trainer.vllm_generation.sync_weights()
-        trainer._last_loaded_step = trainer.state.global_step
-    return True

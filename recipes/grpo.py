@@ -3,8 +3,9 @@
     accelerate launch --config_file accelerate_configs/zero2.yaml recipes/grpo.py \
         --config recipes/qwen2.5-math-1.5b/grpo_2gpu.yaml [--field value ...]
 
-On a vLLM server (`use_vllm: true, vllm_mode: server`) start it with `launch/grpo.sh`, which also starts
-and stops the server. The run dir (`output_dir`, by default results/grpo_checkpoints/<run_name>) holds the
+On a vLLM server (`use_vllm: true, vllm_mode: server`) either start the server yourself and pass
+`--vllm_server_base_url` (README: two terminals), or let `python -m math_grpo.launch` (`bash launch/grpo.sh`)
+start it, run this script under `accelerate launch` and stop the server. The run dir (`output_dir`, by default results/grpo_checkpoints/<run_name>) holds the
 resolved config, the git commit, metrics.jsonl, completions.jsonl, checkpoints and plots.
 """
 
@@ -12,25 +13,11 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from math_grpo.cli import MathGRPOError, parse_recipe, run_cli  # noqa: E402
-from math_grpo.configs import DEFAULT_SFT_CHECKPOINT, GRPOScriptArguments  # noqa: E402
-
-
-def resolve_run_dir(script_args: GRPOScriptArguments, training_args) -> str:
-    """An explicit output_dir wins; otherwise OUTPUT_ROOT/<run_name> (run_name defaults to a timestamp)."""
-    out = training_args.output_dir
-    if not out or out == "trainer_output":
-        run_name = training_args.run_name or time.strftime("grpo-%Y%m%d-%H%M%S")
-        training_args.run_name = run_name
-        out = os.path.join(script_args.output_root, run_name)
-    training_args.output_dir = out
-    if not training_args.run_name:
-        training_args.run_name = os.path.basename(os.path.normpath(out))
-    return out
+from math_grpo.configs import DEFAULT_SFT_CHECKPOINT, GRPOScriptArguments, resolve_run_dir  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,16 +36,13 @@ def train(script_args: GRPOScriptArguments, training_args, model_args) -> None:
     from math_grpo import checkpoints, data, models, tracking
     from math_grpo.callbacks import CompletionSamplesCallback, MetricsCallback, NonFiniteGuard, StopRequest
     from math_grpo.plotting import plot_run
-    from math_grpo.validation import ConfigError, validate_grpo_config
-    from math_grpo.weight_sync import MathGRPOTrainer
+    from math_grpo.recipe_checks import validate_grpo_config
+    from math_grpo.trl_adapter import MathGRPOTrainer
     from rewards.registry import get_reward_funcs
 
     state = PartialState()
     run_dir = resolve_run_dir(script_args, training_args)
-    try:
-        validate_grpo_config(script_args, training_args, model_args, world_size=state.num_processes)
-    except ConfigError as exc:
-        raise MathGRPOError(str(exc)) from None
+    validate_grpo_config(script_args, training_args, model_args, world_size=state.num_processes)
     set_seed(training_args.seed)
 
     use_wandb = tracking.take_over_wandb(training_args)
@@ -80,9 +64,10 @@ def train(script_args: GRPOScriptArguments, training_args, model_args) -> None:
 
     resume = checkpoints.resolve_resume_on_all_ranks(training_args.resume_from_checkpoint, run_dir, state)
     wandb_run = tracking.start_run(run_dir, state, use_wandb, script_args, training_args, model_args)
-    guard = NonFiniteGuard()
+    guard = NonFiniteGuard() if script_args.stop_on_nan else None
     stopper = StopRequest(time_limit_s=script_args.time_limit_s, stop_file=script_args.stop_file)
-    callbacks = [MetricsCallback(run_dir, wandb_run), checkpoints.CompleteCheckpointCallback(), guard, stopper]
+    callbacks = [MetricsCallback(run_dir, wandb_run), checkpoints.CompleteCheckpointCallback(),
+                 *([guard] if guard else []), stopper]
 
     # TRL's GRPOTrainer, plus our weight-sync backend and its logprob check in vLLM server mode.
     trainer = MathGRPOTrainer(
@@ -110,7 +95,7 @@ def train(script_args: GRPOScriptArguments, training_args, model_args) -> None:
             except Exception as exc:  # a plot must never hide the real outcome
                 print(f"[plot] skipped ({type(exc).__name__}: {exc})", flush=True)
 
-    if guard.tripped:
+    if guard and guard.tripped:
         step, key, value = guard.tripped
         last = checkpoints.last_complete_checkpoint(run_dir, quarantine=False)
         raise MathGRPOError(f"non-finite {key}={value} at step {step}: stopped; last usable checkpoint: {last}")

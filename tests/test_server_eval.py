@@ -21,7 +21,7 @@ from math_grpo.evaluation import (
     write_eval_jsonl,
 )
 from math_grpo.vllm_server import VLLMServerClient
-from math_grpo.weight_sync import _tied_embedding_name, write_safetensors
+from math_grpo.weight_sync import tied_embedding_name, write_safetensors
 
 pytestmark = pytest.mark.server
 
@@ -38,7 +38,7 @@ def _reset_server(vllm_server, model, tmp_path) -> VLLMServerClient:
     """Other tests reload weights: put the model under test on the server first."""
     client = VLLMServerClient(vllm_server.url, timeout=120)
     state = {n: p.detach().clone() for n, p in model.named_parameters()}
-    write_safetensors(state, str(tmp_path / "weights"), _tied_embedding_name(model))
+    write_safetensors(state, str(tmp_path / "weights"), tied_embedding_name(model))
     client.reload_weights(str(tmp_path / "weights"))
     client.reset_prefix_cache()
     return client

@@ -14,15 +14,9 @@ import pytest
 import torch
 from _tiny import REPO
 
-from math_grpo.cli import MathGRPOError
-from math_grpo.vllm_server import ServerError, VLLMServerClient
-from math_grpo.weight_sync import (
-    SyncChecker,
-    SyncSettings,
-    WeightSyncError,
-    _tied_embedding_name,
-    write_safetensors,
-)
+from math_grpo.errors import MathGRPOError, ServerError, WeightSyncError
+from math_grpo.vllm_server import VLLMServerClient
+from math_grpo.weight_sync import SyncChecker, SyncSettings, tied_embedding_name, write_safetensors
 
 pytestmark = pytest.mark.server
 
@@ -35,14 +29,14 @@ def _load(model_dir: str):
 
 def _push(model, client: VLLMServerClient, out_dir: str, with_lm_head: bool = True) -> None:
     state = {n: p.detach().clone() for n, p in model.named_parameters()}
-    write_safetensors(state, out_dir, _tied_embedding_name(model) if with_lm_head else None)
+    write_safetensors(state, out_dir, tied_embedding_name(model) if with_lm_head else None)
     client.reload_weights(out_dir)
     client.reset_prefix_cache()
 
 
 def test_filesystem_sync_check_after_real_weight_change_tied_embeddings(vllm_server, tmp_path):
     model, tok = _load(vllm_server.model)
-    assert model.config.tie_word_embeddings and _tied_embedding_name(model) == "model.embed_tokens.weight"
+    assert model.config.tie_word_embeddings and tied_embedding_name(model) == "model.embed_tokens.weight"
     client = VLLMServerClient(vllm_server.url, timeout=60)
     checker = SyncChecker.from_tokenizer(SyncSettings(min_tolerance=0.05, factor=4.0), tok)
     sync_dir = str(tmp_path / "sync")
@@ -76,7 +70,7 @@ def _grpo_trainer(vllm_server, out_dir: str, max_steps: int, **overrides):
 
     from math_grpo.configs import GRPOScriptArguments
     from math_grpo.data import format_prompts, load_problems
-    from math_grpo.weight_sync import MathGRPOTrainer
+    from math_grpo.trl_adapter import MathGRPOTrainer
 
     model, tok = _load(vllm_server.model)
     ds, _ = load_problems(os.path.join(vllm_server.data, "train.jsonl"), limit=64, verbose=False)
@@ -99,7 +93,7 @@ def _grpo_trainer(vllm_server, out_dir: str, max_steps: int, **overrides):
 
 
 def test_grpo_trainer_server_mode_filesystem_sync(vllm_server, tmp_path):
-    from math_grpo.weight_sync import ServerVLLMGeneration, force_sync
+    from math_grpo.trl_adapter import ServerVLLMGeneration, force_sync
 
     trainer, model = _grpo_trainer(vllm_server, str(tmp_path / "run"), max_steps=3)
     assert isinstance(trainer.vllm_generation, ServerVLLMGeneration)
@@ -177,13 +171,13 @@ def test_trainer_with_unreachable_server_fails_fast_naming_the_url(vllm_server, 
     assert time.monotonic() - t0 < 30
 
 
-def test_server_cli_wait_reports_unreachable_url():
+def test_wait_cli_reports_unreachable_url():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "math_grpo.vllm_server", "wait", "--url", url, "--timeout", "2"],
+    proc = subprocess.run([sys.executable, "-m", "math_grpo.launch_plan", "wait", "--url", url, "--timeout", "2"],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error:") and url in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

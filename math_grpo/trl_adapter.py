@@ -1,0 +1,237 @@
+"""Everything that reaches into TRL's GRPOTrainer: the one module to read (and fix) when TRL is upgraded.
+
+What it holds and why each part needs TRL's internals (TRL 1.16 has no public hook for any of them):
+
+- `MathGRPOTrainer`: `GRPOTrainer.__init__` builds its `VLLMGeneration` from a module global, and in server
+  mode that always calls `VLLMClient.init_communicator`, which raises on a non-CUDA trainer. The filesystem
+  backend must replace that step before it runs, so the trainer swaps the global for our subclass while TRL's
+  constructor runs (same arguments, TRL's code otherwise untouched).
+- `ServerVLLMGeneration`: overrides the private `_init_vllm` (the client and the chosen backend) and uses the
+  private `_iter_named_params` (TRL's ZeRO-3/FSDP/PEFT-aware parameter walk) for the filesystem sync.
+- `BoundedVLLMClient`: TRL's client posts without a timeout and retries for about a minute; its private
+  `_get` / `_post` are where every request goes, so bounding those bounds the trainer's HTTP.
+- `force_sync` reads and sets the private `_last_loaded_step` (TRL's "weights already pushed for this step").
+- `latest_rollouts` reads the private `_logs` buffer: TRL's public completion logging (`log_completions`)
+  prints rich tables and writes parquet files per step, but gives no access to the batch itself.
+
+Where TRL does have a public way it is used: sync metrics go through the same `log_metric` callable TRL passes
+to reward functions (averaged over ranks, logged with the step's other metrics).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import trl
+
+from math_grpo.errors import MathGRPOError
+
+SUPPORTED_TRL = ("1.16",)  # major.minor versions whose internals this module was written against
+
+
+def check_trl_version(version: str = trl.__version__) -> None:
+    """Fail with one line (not an AttributeError deep in training) on a TRL this adapter was not written for."""
+    if ".".join(version.split(".")[:2]) not in SUPPORTED_TRL:
+        raise MathGRPOError(f"TRL {version} is installed but math_grpo supports TRL {', '.join(SUPPORTED_TRL)}.x "
+                            f"(its trainer internals are used in math_grpo/trl_adapter.py); install trl==1.16.0")
+
+
+check_trl_version()
+
+import requests  # noqa: E402
+import trl.trainer.grpo_trainer as _grpo_module  # noqa: E402
+from requests.adapters import HTTPAdapter  # noqa: E402
+from trl import GRPOTrainer  # noqa: E402
+from trl.generation.vllm_client import VLLMClient  # noqa: E402
+from trl.generation.vllm_generation import VLLMGeneration  # noqa: E402
+from urllib3.util.retry import Retry  # noqa: E402
+
+from math_grpo.checkpoints import broadcast_from_main  # noqa: E402
+from math_grpo.configs import GRPOScriptArguments, uses_server  # noqa: E402
+from math_grpo.errors import ServerError, WeightSyncError  # noqa: E402
+from math_grpo.vllm_server import VLLMServerClient  # noqa: E402
+from math_grpo.weight_sync import SyncChecker, SyncSettings, tied_embedding_name, write_safetensors  # noqa: E402
+
+_SWAP_LOCK = threading.Lock()
+
+
+class BoundedVLLMClient(VLLMClient):
+    """TRL's `VLLMClient` with a timeout on every request, a short retry policy and errors naming the URL."""
+
+    def __init__(self, base_url: str, request_timeout: float, connection_timeout: float, group_port: int = 51216):
+        self.request_timeout = request_timeout
+        super().__init__(base_url=base_url, group_port=group_port, connection_timeout=connection_timeout)
+        # TRL's own policy backs off for about a minute against a dead server: retry briefly instead.
+        retry = Retry(total=2, connect=2, read=0, status=2, status_forcelist=[502, 503], backoff_factor=0.5,
+                      allowed_methods=["GET", "POST"])
+        adapter = HTTPAdapter(max_retries=retry, pool_maxsize=64)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def check_server(self, total_timeout: float = 0.0, retry_interval: float = 2.0) -> None:
+        VLLMServerClient(self.base_url, timeout=10.0).wait_until_healthy(max(total_timeout, 0.1))
+
+    def _get(self, url: str, **kwargs: Any) -> Any:
+        return self._call("GET", url, **kwargs)
+
+    def _post(self, url: str, **kwargs: Any) -> Any:
+        return self._call("POST", url, **kwargs)
+
+    def _call(self, method: str, url: str, **kwargs: Any) -> Any:
+        kwargs.setdefault("timeout", self.request_timeout)
+        try:
+            response = self.session.request(method, url, **kwargs)
+        except requests.exceptions.Timeout:
+            raise ServerError(f"vLLM server at {self.base_url}: {method} {url} got no answer within "
+                              f"{kwargs['timeout']:.0f} s") from None
+        except requests.exceptions.RequestException as exc:
+            raise ServerError(f"vLLM server at {self.base_url} is unreachable ({method} {url}: "
+                              f"{type(exc).__name__}); did it die? see its log (server.log in the run dir)") from None
+        if response.status_code != 200:
+            raise ServerError(f"vLLM server at {self.base_url}: {method} {url} -> HTTP {response.status_code}: "
+                              f"{response.text.strip()[:300]}")
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:  # some endpoints answer plain text
+            return response.text
+
+    def reset_prefix_cache(self) -> None:
+        self._post(f"{self.base_url}/reset_prefix_cache")
+
+
+class ServerVLLMGeneration(VLLMGeneration):
+    """TRL's server-mode generation with bounded HTTP, the chosen sync backend and the check after each sync."""
+
+    def __init__(self, *args: Any, settings: SyncSettings, **kwargs: Any):
+        self.settings = settings
+        self.http: VLLMServerClient | None = None
+        self.checker: SyncChecker | None = None
+        self.before_sync: list[Callable[[], None]] = []  # e.g. wait for in-flight evaluation requests
+        self.num_syncs = 0
+        self.last_sync_s = 0.0
+        self.last_check_s = 0.0
+        self.last_record: dict[str, float] = {}
+        self.step_fn: Callable[[], int] = lambda: -1
+        self.on_record: Callable[[dict[str, float]], None] | None = None
+        self._tied_name: str | None = None
+        super().__init__(*args, **kwargs)
+
+    def _init_vllm(self) -> None:
+        if self.mode != "server":
+            super()._init_vllm()
+            return
+        accelerator = self.accelerator
+        base_url = self.server_base_url or f"http://{self.server_host}:{self.server_port}"
+        if accelerator.is_main_process:
+            self.vllm_client = BoundedVLLMClient(base_url, self.settings.request_timeout, self.server_timeout,
+                                                 group_port=self.group_port)
+            self.http = VLLMServerClient(base_url, timeout=self.settings.request_timeout, model=self.vllm_client.model)
+            if self.settings.backend == "nccl":
+                self.vllm_client.init_communicator(device=accelerator.device)
+            else:
+                self.http.server_info()  # fail now, naming VLLM_SERVER_DEV_MODE, not at the first sync
+        self._tied_name = tied_embedding_name(self.model)
+        accelerator.wait_for_everyone()
+
+    def sync_weights(self) -> None:
+        for hook in list(self.before_sync):
+            hook()
+        t0 = time.perf_counter()
+        if self.mode == "server" and self.settings.backend == "filesystem":
+            self._filesystem_sync()
+        else:
+            try:
+                super().sync_weights()
+            except ServerError as exc:
+                raise WeightSyncError(f"weight sync (nccl) failed: {exc}") from None
+        self.last_sync_s = time.perf_counter() - t0
+        self.num_syncs += 1
+        if self.checker is not None and self.mode == "server":
+            t1 = time.perf_counter()
+            record = self.checker.check(self.model, self.http, self.accelerator, self.step_fn())
+            self.last_check_s = time.perf_counter() - t1
+            record = {**record, "weight_sync/seconds": self.last_sync_s, "weight_sync/check_seconds": self.last_check_s}
+            self.last_record = record
+            if self.on_record is not None:
+                self.on_record(record)
+
+    def _filesystem_sync(self) -> None:
+        """All ranks gather each parameter (ZeRO-3 collectives); rank 0 writes, then the server reloads."""
+        main = self.accelerator.is_main_process
+        state = {}
+        for name, param in self._iter_named_params():
+            if main:
+                state[name] = param.detach().to("cpu", copy=True).contiguous()
+        error = None
+        if main:
+            try:
+                write_safetensors(state, self.settings.sync_dir, self._tied_name)
+                self.http.reload_weights(self.settings.sync_dir)
+                self.http.reset_prefix_cache()
+            except ServerError as exc:
+                error = f"weight sync (filesystem, {self.settings.sync_dir}) failed: {exc}"
+            except OSError as exc:
+                error = f"weight sync: cannot write {self.settings.sync_dir}: {exc}"
+        error = broadcast_from_main(error, self.accelerator)
+        if error:
+            raise WeightSyncError(error)
+
+
+class MathGRPOTrainer(GRPOTrainer):
+    """`GRPOTrainer` whose server mode uses `ServerVLLMGeneration` (see the module docstring for why).
+
+    Outside server mode it is exactly TRL's trainer. In server mode `sync_args` (the run's
+    `GRPOScriptArguments`) picks the weight-sync backend and its check.
+    """
+
+    def __init__(self, *args: Any, sync_args: GRPOScriptArguments | None = None, **kwargs: Any):
+        training_args = kwargs.get("args", args[2] if len(args) > 2 else None)
+        if not uses_server(training_args):
+            super().__init__(*args, **kwargs)
+            return
+        if sync_args is None:
+            raise MathGRPOError("server mode: MathGRPOTrainer needs sync_args=script_args (the weight-sync fields)")
+        settings = SyncSettings.from_args(sync_args, training_args)
+        with _SWAP_LOCK:
+            original = _grpo_module.VLLMGeneration
+            _grpo_module.VLLMGeneration = functools.partial(ServerVLLMGeneration, settings=settings)
+            try:
+                super().__init__(*args, **kwargs)
+            finally:
+                _grpo_module.VLLMGeneration = original
+        vg = self.vllm_generation
+        if settings.check:
+            vg.checker = SyncChecker.from_tokenizer(settings, self.processing_class)
+        vg.step_fn = lambda: self.state.global_step
+        # The `log_metric` TRL hands reward functions: averaged over ranks and logged with the step's metrics.
+        vg.on_record = lambda record: [self._log_metric(k, v) for k, v in record.items()]
+
+
+def force_sync(trainer: GRPOTrainer) -> bool:
+    """Push the current weights now (every rank must call it); the next rollout then skips its own sync.
+
+    Returns False when there is no server to sync (not server mode).
+    """
+    if not uses_server(trainer):
+        return False
+    if trainer._last_loaded_step != trainer.state.global_step:
+        trainer.vllm_generation.sync_weights()
+        trainer._last_loaded_step = trainer.state.global_step
+    return True
+
+
+def latest_rollouts(trainer: GRPOTrainer) -> dict[str, Any] | None:
+    """The last generation batch (gathered on the main process): prompt, completion, rewards, advantages,
+    extra columns; None before the first one."""
+    buf = getattr(trainer, "_logs", None)
+    if not buf or not buf.get("prompt"):
+        return None
+    return {"prompt": list(buf["prompt"]), "completion": list(buf["completion"]),
+            "rewards": {name: list(vals) for name, vals in buf["rewards"].items()},
+            "advantages": list(buf["advantages"]), "extra": {k: list(v) for k, v in buf.get("extra", {}).items()}}
