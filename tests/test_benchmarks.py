@@ -187,8 +187,9 @@ def test_bad_names_and_sampling_entries():
         resolve_benchmark("nope=/no/such/file.jsonl")
     assert parse_sampling(["aime24: n=16 temperature=0.6, top_p=0.95"], ["aime24", "math500"]) == {
         "aime24": {"n": 16, "temperature": 0.6, "top_p": 0.95}}
-    with pytest.raises(MathGRPOError, match="'gsm8k' is not one of the benchmarks"):
-        parse_sampling(["gsm8k: n=4"], ["aime24"])
+    with pytest.raises(MathGRPOError, match="'gsm9k' is not one of the benchmarks"):
+        parse_sampling(["gsm9k: n=4"], ["aime24"])
+    assert parse_sampling(["gsm8k: n=4"], ["aime24"]) == {"gsm8k": {"n": 4}}  # a recipe's, not run this time
     with pytest.raises(MathGRPOError, match="'k=4' is not key=value"):
         parse_sampling(["aime24: k=4"], ["aime24"])
 
@@ -197,3 +198,22 @@ def test_cli_errors_are_one_line(tmp_path):
     bad = run([sys.executable, "recipes/evaluate.py", "--dry_run", "--benchmarks", "nope"], timeout=120, check=False)
     assert bad.returncode == 2 and "unknown benchmark 'nope'" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_gpu_evaluation_recipe_parses_and_samples_per_benchmark():
+    """The shipped recipe: AIME/AMC avg@16 at a temperature, the rest greedy (dry run, so no model)."""
+    import importlib.util
+
+    from math_grpo.cli import parse_recipe
+
+    spec = importlib.util.spec_from_file_location("evaluate_recipe", os.path.join(REPO, "recipes", "evaluate.py"))
+    recipe = importlib.util.module_from_spec(spec)
+    sys.modules["evaluate_recipe"] = recipe  # dataclasses look their module up while being made
+    spec.loader.exec_module(recipe)
+    config = os.path.join(REPO, "recipes", "qwen2.5-math-1.5b", "evaluate.yaml")
+    (args,) = parse_recipe((recipe.EvaluateArguments,), ["--config", config])
+    assert args.benchmarks == ["aime24", "amc23", "math500", "minerva_math", "olympiadbench"]
+    entries = [f"aime24={fixture('aime24.jsonl')}", f"math500={fixture('math500.jsonl')}"]
+    aime, math500 = load_benchmarks(entries, sampling=args.eval_sampling)
+    assert aime.sampling == {"n": 16, "temperature": 0.6, "top_p": 0.95} and math500.sampling == {}
+    assert args.eval_temperature == 0.0 and args.eval_max_tokens == 3000
