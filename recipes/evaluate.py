@@ -11,6 +11,7 @@
 
 The table (rows = checkpoints, columns = benchmarks + their average) goes to stdout; with --output_dir also to
 OUTPUT_DIR/results.md and results.json, beside OUTPUT_DIR/samples/<checkpoint>.jsonl (one line per sample).
+--output_json FILE writes one checkpoint's metrics as flat eval/* keys (several: the results.json form).
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ class EvaluateArguments(EvalArguments):
     prompt_template: str = field(default="r1_zero", metadata={"help": "r1_zero or question_only."})
     grader_timeout: float = field(default=2.0, metadata={"help": "Wall-clock bound per graded answer (s)."})
     batch_size: int = field(default=32, metadata={"help": "Prompts per batch (transformers backend)."})
-    output_json: str | None = field(default=None, metadata={"help": "Write the results (as results.json) here too."})
+    output_json: str | None = field(
+        default=None, metadata={"help": "Write the metrics here (one checkpoint: flat eval/* keys; several: as results.json)."}
+    )
     output_dir: str | None = field(default=None, metadata={"help": "results.md, results.json and samples/*.jsonl."})
     step: int = field(default=0, metadata={"help": "Step number recorded in the outputs."})
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
@@ -147,17 +150,22 @@ def run_evaluation(args: EvaluateArguments) -> dict:
     print("\n" + table, flush=True)
     report = {"benchmarks": names, "models": dict(zip(labels, [m or args.server_url for m in models])),
               "step": args.step, "results": results}
-    outputs = [os.path.join(args.output_dir, "results.json")] if args.output_dir else []
-    outputs += [args.output_json] if args.output_json else []
-    for path in outputs:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
+    if args.output_dir:
+        _write_json(os.path.join(args.output_dir, "results.json"), report)
+    if args.output_json:  # one checkpoint: its metrics at the top level, as the demo and older scripts read them
+        single = {"model": report["models"][labels[0]], "step": args.step, **results[labels[0]]}
+        _write_json(args.output_json, single if len(labels) == 1 else report)
     if args.output_dir:
         with open(os.path.join(args.output_dir, "results.md"), "w", encoding="utf-8") as f:
             f.write(table + "\n")
         print(f"[eval] table: {os.path.join(args.output_dir, 'results.md')}", flush=True)
     return results
+
+
+def _write_json(path: str, data: dict) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2)
 
 
 def main(argv: list[str] | None = None) -> None:
