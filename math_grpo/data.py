@@ -149,7 +149,7 @@ def _resolve_local(source: str, split: str | Sequence[str]) -> list[str]:
     )
 
 
-def _read_json(path: str) -> list[Any]:
+def _read_json(path: str, splits: Sequence[str]) -> list[Any]:
     with open(path, encoding="utf-8") as f:
         text = f.read()
     try:
@@ -158,9 +158,12 @@ def _read_json(path: str) -> list[Any]:
         if exc.msg == "Extra data":  # JSON lines under a .json name
             return [r for _, r in _read_jsonl(path)]
         raise
-    if isinstance(data, dict):  # {"data": [...]}, {"test": [...]} or column-oriented
+    if isinstance(data, dict):  # {"data": [...]}, {"test": [...], "train": [...]} or column-oriented
         lists = [v for v in data.values() if isinstance(v, list)]
-        if len(lists) == 1 and all(isinstance(r, dict) for r in lists[0]):
+        split = next((s for s in splits if isinstance(data.get(s), list)), None)
+        if split is not None and all(isinstance(r, dict) for r in data[split]):
+            data = data[split]
+        elif len(lists) == 1 and all(isinstance(r, dict) for r in lists[0]):
             data = lists[0]
         elif lists and all(isinstance(v, list) and len(v) == len(lists[0]) for v in data.values()):
             data = [dict(zip(data, values)) for values in zip(*data.values())]
@@ -182,9 +185,9 @@ def _read_saved(folder: str, splits: Sequence[str]) -> list[Any]:
     return ds.to_list()
 
 
-def _read_file(path: str) -> list[Any]:
+def _read_file(path: str, splits: Sequence[str]) -> list[Any]:
     if path.endswith(".json"):
-        return _read_json(path)
+        return _read_json(path, splits)
     if path.endswith(".parquet"):
         import pyarrow.parquet as pq
 
@@ -196,6 +199,9 @@ def _read_file(path: str) -> list[Any]:
 
 def _read_local(paths: list[str], splits: Sequence[str]) -> list[tuple[int, dict[str, Any] | str]]:
     """Rows with their 1-based numbers (line numbers for JSON lines); a non-object row becomes an error string."""
+    for path in paths:
+        if os.path.isfile(path) and os.path.getsize(path) == 0:
+            raise MathGRPOError(f"{path}: empty file (no rows)")
     if len(paths) == 1 and paths[0].endswith((".jsonl", ".ndjson")):
         return _read_jsonl(paths[0])
     data: list[Any] = []
@@ -206,7 +212,7 @@ def _read_local(paths: list[str], splits: Sequence[str]) -> list[tuple[int, dict
             elif path.endswith((".jsonl", ".ndjson")):
                 data += [r for _, r in _read_jsonl(path)]
             else:
-                data += _read_file(path)
+                data += _read_file(path, splits)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise MathGRPOError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
         except MathGRPOError:

@@ -142,6 +142,14 @@ def test_folders_hub_layout_and_saved_datasets(tmp_path):
     assert benches[2].rows[3]["answer"] == ["3", "-3"] == benches[3].rows[3]["answer"]
 
 
+def test_json_with_a_list_per_split(tmp_path):
+    rows = raw_rows(fixture("olympiadbench.json"))
+    path = tmp_path / "splits.json"
+    path.write_text(json.dumps({"train": rows[:1], "test": rows}), encoding="utf-8")
+    (bench,) = load_benchmarks([f"olympiadbench={path}"])
+    assert len(bench.rows) == 4
+
+
 def test_registry_has_the_papers_benchmarks_with_schemas():
     assert set(REGISTRY) >= {"aime24", "aime25", "amc23", "math500", "minerva_math", "olympiadbench", "gsm8k"}
     assert REGISTRY["olympiadbench"].config == "OE_TO_maths_en_COMP" and REGISTRY["gsm8k"].config == "main"
@@ -164,15 +172,20 @@ def test_dry_run_rows_and_cli():
 
 
 @pytest.mark.parametrize(
-    "content, message",
+    "name, content, message",
     [
-        ('{"text": "hello", "answer": "1"}\n', "no problem column"),
-        ('{"problem": "What is 1+1?", "hint": "two"}\n', "no answer column"),
-        ("", "no usable rows"),
+        ("bench.jsonl", '{"text": "hello", "answer": "1"}\n', "no problem column"),
+        ("bench.json", '[{"problem": "What is 1+1?", "hint": "two"}]', "no answer column"),
+        ("bench.jsonl", "", "empty file"),
+        ("bench.parquet", "", "empty file"),
+        ("bench.json", "[]", "no usable rows"),
+        ("bench.jsonl", "\n\n", "no usable rows"),
+        ("bench.json", '{"problem": ', "cannot read"),
+        ("bench.parquet", "not parquet", "cannot read"),
     ],
 )
-def test_bad_files_give_one_line_naming_the_file(tmp_path, content, message):
-    path = tmp_path / "bench.jsonl"
+def test_bad_files_give_one_line_naming_the_file(tmp_path, name, content, message):
+    path = tmp_path / name
     path.write_text(content, encoding="utf-8")
     with pytest.raises(MathGRPOError, match=message) as info:
         load_benchmarks([f"mine={path}"])

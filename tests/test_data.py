@@ -77,7 +77,7 @@ def test_missing_file_and_empty_dataset(tmp_path):
         load_problems(str(tmp_path / "nope.jsonl"))
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    with pytest.raises(MathGRPOError, match="empty.jsonl: no usable rows"):
+    with pytest.raises(MathGRPOError, match="empty.jsonl: empty file"):
         load_problems(str(empty))
     nocol = tmp_path / "nocol.jsonl"
     nocol.write_text('{"text": "hello", "label": 1}\n')
