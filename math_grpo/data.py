@@ -249,7 +249,8 @@ def _pick(row: dict[str, Any], names: tuple[str, ...]) -> tuple[str | None, Any]
     return None, None
 
 
-_DOLLARS = re.compile(r"(?<!\\)\$")
+# `$x$` or a list of such spans (`$69$,$84$`); text around math (`$f(x)=ax+b$, where $b$ ...`) is left alone.
+_MATH_SPANS = re.compile(r"^\$[^$]+\$(\s*,\s*\$[^$]+\$)*$")
 _LEADING_ZEROS = re.compile(r"^0+(\d+)$")
 _WHOLE_FLOAT = re.compile(r"^([+-]?\d+)\.0*$")
 
@@ -257,8 +258,8 @@ _WHOLE_FLOAT = re.compile(r"^([+-]?\d+)\.0*$")
 def clean_answer(text: str) -> str:
     """One reduced answer as the grader should see it: `$2^{10}$` -> `2^{10}`, `025` -> `25`, `27.0` -> `27`."""
     text = text.strip()
-    if len(text) >= 2 and text.startswith("$") and text.endswith("$"):
-        text = _DOLLARS.sub("", text).strip()  # `$69$,$84$` -> `69,84`
+    if _MATH_SPANS.match(text):
+        text = text.replace("$", "").strip()  # `$69$,$84$` -> `69,84`
     if text.startswith("\\(") and text.endswith("\\)"):
         text = text[2:-2].strip()
     if m := _LEADING_ZEROS.match(text):

@@ -35,6 +35,7 @@ FILES = {
     "minerva_math": "minerva_math.jsonl",
     "minerva_qa": "minerva_qa.jsonl",
     "olympiadbench": "olympiadbench.json",
+    "olympiadbench_text": "olympiadbench_text.jsonl",
     "gsm8k": "gsm8k.jsonl",
 }
 
@@ -92,6 +93,13 @@ def test_answer_forms_are_reduced():
     assert [r["answer"] for r in gsm.rows] == ["1200", "3"]  # '#### 1,200'
     # a wrong answer is still wrong against the reduced form
     assert grade(r1("250"), aime.rows[1]["answer"]).reward == 0.0
+
+
+def test_dollar_wrappers_come_off_only_around_whole_math_spans():
+    (bench,) = load_benchmarks([f"olympiadbench={fixture('olympiadbench_text.jsonl')}"])
+    answers = [r["answer"] for r in bench.rows]
+    assert answers[0].startswith("$f(x)=a x+b$, where $b$")  # text around math: as written
+    assert answers[1:] == ["$221,$8$", "(1,8,19), (2,7,13), (4,5,7)", "90"]  # an odd `$` count: as written
 
 
 def test_minerva_answer_is_the_last_box_of_the_solution():
