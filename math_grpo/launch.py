@@ -163,9 +163,12 @@ class Launch:
         self.train.wait()
 
     def stop_server(self) -> None:
-        if self.server is not None and self.server.proc is not None:
-            print(f"[launch] stopping the vLLM server (pid {self.server.proc.pid})", file=sys.stderr, flush=True)
+        """Stop the server we started (also one still starting: `ServerProcess.start` may have stopped it)."""
+        if self.server is not None:
+            pid = f" (pid {self.server.proc.pid})" if self.server.proc is not None else ""
+            print(f"[launch] stopping the vLLM server{pid}", file=sys.stderr, flush=True)
             self.server.stop()
+            self.server = None
 
     def run(self, opts: Options) -> int:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -202,7 +205,8 @@ class Launch:
                 where = f"GPUs {server_gpus}" if server_gpus else "CPU build"
                 print(f"[launch] starting the vLLM server ({where}) for {plan.spec.model} at {url}; log: {log}",
                       flush=True)
-                self.server = ServerProcess(plan.spec, log).start(health_timeout)
+                self.server = ServerProcess(plan.spec, log)
+                self.server.start(health_timeout)
             extra = ["--vllm_server_base_url", url]
 
         env = dict(os.environ)

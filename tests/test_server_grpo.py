@@ -1,5 +1,6 @@
-"""GRPO in server mode end to end: recipes/grpo.py on the shared CPU server, and launch/grpo.sh with its own
-server (started, killed mid-run, stopped on SIGTERM), with nothing left behind."""
+"""GRPO in server mode end to end: recipes/grpo.py on the shared CPU server (also as the README's two-terminal
+usage), and the launcher (launch/grpo.sh) with its own server (started, killed mid-run, stopped on SIGTERM),
+with nothing left behind."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -15,6 +17,7 @@ from _tiny import REPO, accelerate_cmd, read_jsonl, run
 from conftest import free_port, group_processes
 
 from math_grpo.checkpoints import COMPLETE_MARKER
+from math_grpo.vllm_server import VLLMServerClient
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -58,6 +61,33 @@ def test_grpo_recipe_server_mode_logs_sync_check_and_eval(vllm_server, tmp_path)
     assert [r["step"] for r in rows if "train/loss" in r][-1] == 4
     resumed = [r for r in rows if "weight_sync/logprob_max_abs_diff" in r and r["step"] >= 3]
     assert resumed and all(r["weight_sync/logprob_max_abs_diff"] <= 0.05 for r in resumed)
+
+
+def test_two_terminal_usage_from_the_readme(vllm_server, tmp_path):
+    """The README's launcher-free path: a server started by hand (the session's CPU server, started the way the
+    README says for CPU), then `accelerate launch recipes/grpo.py --vllm_server_base_url URL` in another
+    process. Training uses that server, and leaves it running when it ends."""
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    assert "CUDA_VISIBLE_DEVICES=1 trl vllm-serve --model" in readme
+    assert "CUDA_VISIBLE_DEVICES=0 accelerate launch --config_file accelerate_configs/zero2.yaml" in readme
+    assert "vllm.entrypoints.openai.api_server" in readme  # the CPU server the fixture starts
+
+    out = str(tmp_path / "run")
+    cmd = [os.path.join(os.path.dirname(sys.executable), "accelerate"), "launch", "--config_file",
+           "accelerate_configs/cpu.yaml", "recipes/grpo.py", "--config", "recipes/tiny/grpo_server.yaml",
+           "--vllm_server_base_url", vllm_server.url,
+           *small_run(vllm_server.model, vllm_server.data, out, 2, "--eval_steps", "1000", "--save_steps", "1000",
+                      "--benchmarks", f"synthetic={os.path.join(vllm_server.data, 'test.jsonl')}")]
+    run(cmd, timeout=600, env={"CUDA_VISIBLE_DEVICES": ""})
+    rows = read_jsonl(os.path.join(out, "metrics.jsonl"))
+    assert [r["step"] for r in rows if "train/loss" in r] == [1, 2]
+    syncs = [r["weight_sync/logprob_max_abs_diff"] for r in rows if "weight_sync/logprob_max_abs_diff" in r]
+    assert syncs and all(d <= 0.05 for d in syncs)  # rollouts came from that server, with the trained weights
+    assert [r["step"] for r in rows if "eval/accuracy" in r] == [0, 2]
+    assert not os.path.exists(os.path.join(out, "server.log"))  # training started no server of its own
+    assert group_processes(vllm_server.pid)  # and did not stop the one it was given
+    assert VLLMServerClient(vllm_server.url).is_healthy()
 
 
 def _launcher(args: list[str], log_path: str) -> subprocess.Popen:
