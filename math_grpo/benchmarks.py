@@ -80,6 +80,14 @@ def _synthetic_test_file(dataset_name: str | None) -> str | None:
     return None
 
 
+def _name_of_path(path: str) -> str:
+    """`data/aime24.jsonl` -> aime24; `data/aime24/test.jsonl` -> aime24 (a split's file is named by its folder)."""
+    parts = os.path.normpath(os.path.abspath(path)).split(os.sep)
+    stem = parts[-1].split(".")[0]
+    is_split = stem in ("train", "test", "validation", "val", "dev") or stem.startswith(("train-", "test-"))
+    return parts[-2] if is_split and len(parts) > 1 and parts[-2] else stem
+
+
 def resolve_benchmark(entry: str, dataset_name: str | None = None) -> BenchmarkSpec:
     """A registry name (hub id), 'synthetic' (the demo's test split), 'NAME=PATH' or a path (a local file/folder)."""
     entry = entry.strip()
@@ -102,7 +110,7 @@ def resolve_benchmark(entry: str, dataset_name: str | None = None) -> BenchmarkS
                                 f"dataset_name, got {dataset_name!r}; or write synthetic=PATH")
         return BenchmarkSpec("synthetic", path, split="test")
     if os.path.exists(entry):
-        return BenchmarkSpec(os.path.splitext(os.path.basename(entry.rstrip("/")))[0], entry, split="test")
+        return BenchmarkSpec(_name_of_path(entry), entry, split="test")
     known_names = ", ".join([*REGISTRY, "synthetic"])
     raise MathGRPOError(f"benchmarks: unknown benchmark {entry!r} (known: {known_names}; or NAME=PATH for a local "
                         f"file)")

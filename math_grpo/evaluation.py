@@ -313,8 +313,8 @@ def write_eval_jsonl(run_dir: str, result: EvalResult) -> str:
 def format_table(metrics: dict[str, float], benchmarks: Sequence[str]) -> str:
     """A plain-text table: one row per benchmark, then the macro average."""
     cols = ["accuracy", "format_accuracy", "mean_response_tokens", "num_problems"]
-    extra = sorted({k.split("/")[-1] for k in metrics if "/pass@" in k}, key=lambda s: int(s.split("@")[1]))
-    cols += extra
+    for kind in ("pass@", "maj@"):
+        cols += sorted({k.split("/")[-1] for k in metrics if f"/{kind}" in k}, key=lambda s: int(s.split("@")[1]))
     header = f"{'benchmark':<14}" + "".join(f"{c:>22}" for c in cols)
     lines = [header, "-" * len(header)]
     for name in benchmarks:

@@ -202,6 +202,8 @@ def test_bad_files_give_one_line_naming_the_file(tmp_path, name, content, messag
 
 
 def test_bad_names_and_sampling_entries():
+    assert resolve_benchmark(fixture("gsm8k.jsonl")).name == "gsm8k"  # a bare path names itself
+    assert resolve_benchmark(os.path.join(REPO, "tests", "fixtures", "data")).name == "data"
     with pytest.raises(MathGRPOError, match="unknown benchmark 'aime23'"):
         resolve_benchmark("aime23")
     with pytest.raises(MathGRPOError, match="nope: .*does not exist"):
