@@ -1,47 +1,22 @@
 #!/usr/bin/env bash
-# Issue 8 on two GPUs (nvidia-h100-x2 / nvidia-h200-x2): the vLLM server on GPU 1 with NCCL weight sync,
-# the trainer on GPU 0 with ZeRO-2 and with ZeRO-3, the logprob check after every sync, evaluation on the
-# server, and a resume from a checkpoint mid-run (SIGTERM after checkpoint-$CKPT_STEP, then
-# --resume_from_checkpoint auto). Same model, data, batch shape and per-step timing as run_1gpu.sh, so the
-# numbers sit beside the one-GPU ones in benchmarks/RESULTS.md. NOT RUN YET: awaits a two-GPU machine.
+# GRPO on two GPUs: the vLLM server on GPU 1 with NCCL weight sync, the trainer on GPU 0 with ZeRO-2 and with
+# ZeRO-3, the logprob check after every sync, evaluation on the server, and a resume from a checkpoint mid-run
+# (SIGTERM after checkpoint-$CKPT_STEP, then --resume_from_checkpoint auto). Same model, data, batch shape and
+# per-step timing as run_1gpu.sh, so the numbers sit beside the one-GPU ones in benchmarks/RESULTS.md.
 #
-#   bash benchmarks/gpu/run_2gpu.sh STAGE [STAGE ...]
+#   bash benchmarks/gpu/run_2gpu.sh RESULTS_DIR [STAGE ...]     (default: base nccl_zero2 nccl_zero3 summary)
 #
-# Stages: base, vllm, raw, summary (as in run_1gpu.sh), and
-#   nccl_zero2    launch/grpo.sh --server-gpus 1 --trainer-gpus 0, accelerate_configs/zero2.yaml
+# Stages: base and summary (benchmarks/gpu/common.sh, shared with run_1gpu.sh), and
+#   nccl_zero2    python -m math_grpo.launch --server-gpus 1 --trainer-gpus 0, accelerate_configs/zero2.yaml
 #   nccl_zero3    the same with accelerate_configs/zero3.yaml, stopped by SIGTERM after checkpoint-$CKPT_STEP
 #                 and resumed to $SERVER_STEPS steps (timing of both halves in nccl_zero3_timing.jsonl)
-#
-# Calls on a warm machine, back to back (64 MiB carried per call; kind nvidia-h100-x2):
-#   1. carry [.gpuwheels/part4, .gpuwheels/part5]:  bash benchmarks/gpu/run_2gpu.sh base
-#   2. carry [.gpuwheels/part1]:  mkdir -p /tmp/wheels && cp .gpuwheels/part1/* /tmp/wheels/
-#   3. carry [.gpuwheels/part2]:  the same with part2
-#   4. carry [.gpuwheels/part3]:  bash benchmarks/gpu/run_2gpu.sh vllm nccl_zero2 summary
-#   5. (nothing to carry):        bash benchmarks/gpu/run_2gpu.sh nccl_zero3 summary
-set -uo pipefail
-cd "$(dirname "$0")/../.."
-REPO=$(pwd)
-OUT=${OUT:-/tmp/bench/out}
-B=/tmp/bench
-RES=$B/results
-DATA=$B/data
-MODEL=$B/model
+# Knobs: SERVER_STEPS=10 EVAL_STEPS=5 CKPT_STEP=4 and those of common.sh (WHEELS=DIR offline).
+RES=${1:?usage: bash benchmarks/gpu/run_2gpu.sh RESULTS_DIR [STAGE ...]}
+shift
+source "$(dirname "$0")/common.sh"
 SERVER_STEPS=${SERVER_STEPS:-10}
 EVAL_STEPS=${EVAL_STEPS:-5}
 CKPT_STEP=${CKPT_STEP:-4}
-mkdir -p "$RES" "$B/runs" "$OUT"
-export PYTHONPATH=/tmp/site:$REPO:$REPO/benchmarks/gpu/hook
-export PYTHON=python3 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 WANDB_MODE=disabled TQDM_DISABLE=1
-# NVLink multicast stays off on the lent multi-GPU machines (KINDS.md): keep these for every process.
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-
-log() { echo "[bench2 $(date -u +%H:%M:%S)] $*"; }
-MON_PID=""
-monitor() {  # both GPUs: index, memory (MiB), utilisation every 0.5 s
-  nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu,index --format=csv,noheader,nounits -lms 500 >"$1" &
-  MON_PID=$!
-}
-unmonitor() { [[ -n "$MON_PID" ]] && kill "$MON_PID" 2>/dev/null; wait "$MON_PID" 2>/dev/null; MON_PID=""; }
 
 # Same training values and batch shape as the one-GPU server run; only the placement and the sync differ.
 OVERRIDES=(--model_name_or_path "$MODEL" --dataset_name "$DATA"
@@ -51,27 +26,27 @@ OVERRIDES=(--model_name_or_path "$MODEL" --dataset_name "$DATA"
 
 launch_2gpu() {  # ACC_CONFIG RUN_DIR TIMING_FILE [extra overrides...]
   local acc=$1 run=$2 timing=$3; shift 3
-  BENCH_ENGINE_PROBE=1 BENCH_TIMING_OUT=$timing bash launch/grpo.sh --server-gpus 1 --trainer-gpus 0 \
+  BENCH_ENGINE_PROBE=1 BENCH_TIMING_OUT=$timing python3 -m math_grpo.launch --server-gpus 1 --trainer-gpus 0 \
     --accelerate-config "$acc" recipes/qwen2.5-math-1.5b/grpo_2gpu.yaml "${OVERRIDES[@]}" \
     --output_dir "$run" "$@"
 }
 
 stage_nccl_zero2() {
   log "nccl_zero2: server on GPU 1 (NCCL sync), trainer on GPU 0 with ZeRO-2, $SERVER_STEPS steps"
-  rm -rf "$B/runs/nccl_zero2" "$RES/nccl_zero2_timing.jsonl"
+  rm -rf "$RUNS/nccl_zero2" "$RES/nccl_zero2_timing.jsonl"
   monitor "$RES/nccl_zero2_gpumem.csv"
-  launch_2gpu accelerate_configs/zero2.yaml "$B/runs/nccl_zero2" "$RES/nccl_zero2_timing.jsonl" \
+  launch_2gpu accelerate_configs/zero2.yaml "$RUNS/nccl_zero2" "$RES/nccl_zero2_timing.jsonl" \
     --max_steps "$SERVER_STEPS" --save_strategy no 2>&1 | tee "$RES/nccl_zero2.log"
   local rc=$?
   unmonitor
-  cp -f "$B/runs/nccl_zero2/server.log" "$RES/nccl_zero2_vllm.log" 2>/dev/null
-  cp -f "$B/runs/nccl_zero2/metrics.jsonl" "$RES/nccl_zero2_metrics.jsonl" 2>/dev/null
+  cp -f "$RUNS/nccl_zero2/server.log" "$RES/nccl_zero2_vllm.log" 2>/dev/null
+  cp -f "$RUNS/nccl_zero2/metrics.jsonl" "$RES/nccl_zero2_metrics.jsonl" 2>/dev/null
   return $rc
 }
 
 stage_nccl_zero3() {
   log "nccl_zero3: ZeRO-3 trainer, SIGTERM after checkpoint-$CKPT_STEP, then resume to $SERVER_STEPS steps"
-  local run=$B/runs/nccl_zero3
+  local run=$RUNS/nccl_zero3
   rm -rf "$run" "$RES/nccl_zero3_timing.jsonl"
   monitor "$RES/nccl_zero3_gpumem.csv"
   launch_2gpu accelerate_configs/zero3.yaml "$run" "$RES/nccl_zero3_timing.jsonl" \
@@ -102,17 +77,5 @@ stage_nccl_zero3() {
   return $rc
 }
 
-rc=0
-for stage in "$@"; do
-  t0=$(date +%s)
-  case "$stage" in
-    base|vllm|raw|summary) bash benchmarks/gpu/run_1gpu.sh "$stage" ;;
-    *) "stage_$stage" ;;
-  esac
-  src=$?
-  log "$stage: exit $src after $(( $(date +%s) - t0 )) s"
-  [[ $src -ne 0 ]] && rc=$src
-  [[ $src -ne 0 && $stage == base ]] && break
-done
-tar -C "$B" -czf "$OUT/results.tgz" results 2>/dev/null
-exit $rc
+(( $# )) || set -- base nccl_zero2 nccl_zero3 summary
+run_stages "$@"

@@ -7,7 +7,7 @@ after the first (the first carries warm-up, the first sync and the step-0 evalua
 MFU counts model FLOPs only (no recomputation from gradient checkpointing): 6 N per trained token plus
 causal attention 6 L d T (T = mean sequence length), over the training phase's time (fwd + bwd + optimizer,
 i.e. training_step minus the rollout inside it), against the H100 SXM datasheet's 989 TFLOP/s dense bf16;
-the measured matmul ceiling on this card (798 TFLOP/s, KINDS.md) is given as a second denominator.
+the measured bf16 matmul ceiling of the H100 these runs used (798 TFLOP/s) is given as a second denominator.
 
     python benchmarks/gpu/summarize.py RESULTS_DIR [--out summary.json] [--markdown summary.md]
 """
