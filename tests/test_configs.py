@@ -26,7 +26,9 @@ from math_grpo.launch_plan import parse_recipe_for_launch
 from math_grpo.recipe_checks import validate_grpo_config
 
 ACCELERATE_CONFIGS = sorted(glob.glob(os.path.join(REPO, "accelerate_configs", "*.yaml")))
-RECIPES = sorted(glob.glob(os.path.join(REPO, "recipes", "**", "*.yaml"), recursive=True))
+# Training recipes; evaluate*.yaml are recipes/evaluate.py's (parsed in tests/test_benchmarks.py).
+RECIPES = sorted(p for p in glob.glob(os.path.join(REPO, "recipes", "**", "*.yaml"), recursive=True)
+                 if not os.path.basename(p).startswith("evaluate"))
 EXPECTED_ACCELERATE = {"single_gpu", "multi_gpu", "zero2", "zero3", "zero3_offload", "fsdp2", "cpu", "cpu_ddp"}
 EXPECTED_QWEN = {"grpo_2gpu", "grpo_1gpu", "grpo_1gpu_colocate", "grpo_8gpu", "grpo_8gpu_colocate",
                  "grpo_multinode", "sft"}
