@@ -73,21 +73,31 @@ def is_formatted(response: str) -> bool:
     return FORMAT_OPEN in response and FORMAT_CLOSE in response
 
 
-def extract_answer(response: str, question_only: bool = False) -> tuple[bool, str | None]:
+def extract_answer(response: str, question_only: bool = False, all_boxes: bool = False) -> tuple[bool, str | None]:
     """(formatted, answer). answer is None when formatted but the last box is unbalanced.
 
     r1_zero: the text after the last `<answer>` with every `</answer>` removed; a `\\boxed` inside it wins.
     question_only: the last boxed answer of the whole response (format = a box was found).
+    all_boxes: several different boxes are one list answer (`\\boxed{1}, \\boxed{2}` -> `1, 2`), so a
+    hedge of many boxes meets a single ground truth as a list, not as its last box (the `accurate` mode).
     """
     if question_only:
         ans = extract_reference_answer(response)
+        if all_boxes and ans is not None:
+            ans = _joined_boxes(response) or ans
         return (ans is not None), ans
     if not is_formatted(response):
         return False, None
     ans = response.split("<answer>")[-1].replace(FORMAT_CLOSE, "")
     if "\\boxed" in ans:
-        return True, extract_reference_answer(ans)
+        last = extract_reference_answer(ans)
+        return True, (_joined_boxes(ans) or last) if all_boxes and last is not None else last
     return True, ans
+
+
+def _joined_boxes(text: str) -> str | None:
+    boxes = list(dict.fromkeys(all_boxed(text)))
+    return ", ".join(boxes) if len(boxes) > 1 else None
 
 
 _THOUSANDS = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$")

@@ -69,7 +69,7 @@ def grade_batch(
         if not isinstance(resp, str):
             results[i] = GradeResult(0.0, 0.0, 0.0, error=f"response is {type(resp).__name__}, not str")
             continue
-        formatted, answer = extract_answer(resp, question_only)
+        formatted, answer = extract_answer(resp, question_only, all_boxes=mode == "accurate")
         if not formatted:
             results[i] = GradeResult(0.0, 0.0, 0.0)
             continue

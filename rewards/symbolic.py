@@ -1,0 +1,211 @@
+"""The heavy half of `accurate`: LaTeX -> sympy through math-verify, and an equality that cannot round.
+
+math-verify parses LaTeX better than anything we would write (sets, intervals, matrices, `\\sum`, `\\int`,
+mixed numbers, `\\%`), so it is the parser and, for exact expressions, the equivalence engine. What it
+gets wrong was measured on tests/fixtures/rewards/soundness_cases.jsonl (docs/rewards.md) and is
+guarded here instead of patched:
+- `verify` rounds numbers to 6 decimal places, so `1.39e-10` equals `3.61e-10` and `355/113` equals
+  `\\pi`: every `True` of an expression is confirmed at 50 digits with a relative bound, and a side
+  written with a decimal point is compared with a relative tolerance only (never an absolute one);
+- it reads `1.39e-10` as `1.39*E - 10` and lowercases symbols (`Y` equals `y`): numbers in `e` notation
+  never get here (accurate.py parses them exactly) and a case-only difference of letters is a mismatch;
+- `1/0`, `0/0` and `12:00` parse to `zoo`/`nan`, which equal each other: such values are rejected.
+Everything here runs in a grading worker (rewards/pool.py), which bounds its CPU time; math-verify's own
+signal timeouts are switched off (they only work in a main thread).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+
+MAX_LEN = 1000  # longer answers are not parsed (a human would not accept a page as a final answer)
+
+_RISKY = (
+    re.compile(r"(\^|\*\*)\s*[{(]?\s*[-+]?\s*\d{4,}"),  # huge exponents
+    re.compile(r"(\^|\*\*)\s*[{(]\s*\d+\s*(\^|\*\*)"),  # towers: 9^{9^9}, 9**(9**9)
+    re.compile(r"(\^|\*\*)\s*\d+\s*(\^|\*\*)"),  # 9**9**9, 9^9^9
+    re.compile(r"!\s*[)}]?\s*!|[)}]\s*!|\d{4,}\s*!|\\(?:frac|cdot)?\s*\w*\s*!"),  # factorial blow-ups
+    re.compile(r"\d{200,}"),
+)
+_LETTERS = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z](?![a-zA-Z])")
+_DECIMAL = re.compile(r"(?<![\d.])\d*\.\d+")
+REL_TOL = 1e-9  # only where a side is written as a decimal
+CONFIRM_TOL = 1e-25  # exact expressions: relative difference at 50 digits
+
+
+def is_risky(s: str) -> bool:
+    """Inputs whose symbolic evaluation may not finish in time: decided by string rules only."""
+    return len(s) > MAX_LEN or s.count("{") > 100 or any(rx.search(s) for rx in _RISKY)
+
+
+def has_decimal(s: str) -> bool:
+    return bool(_DECIMAL.search(s))
+
+
+def case_clash(a: str, b: str) -> bool:
+    """`y` vs `Y`: math-verify lowercases symbols; we treat a case-only difference as different letters."""
+    la, lb = set(_LETTERS.findall(a)), set(_LETTERS.findall(b))
+    return la != lb and {x.lower() for x in la} == {x.lower() for x in lb}
+
+
+_PLAIN_EXPR = re.compile(r"[0-9a-zA-Z+\-*/^(). ]+")
+
+
+def _parse_plain(s: str):
+    """`3ab`, `2 i`, `6yx^2`: text without LaTeX, letters as single symbols, `i` the imaginary unit."""
+    import sympy
+    from sympy.parsing import sympy_parser as sp
+
+    t = sp.standard_transformations + (sp.implicit_multiplication_application, sp.convert_xor, sp.split_symbols)
+    local = {"e": sympy.E, "pi": sympy.pi, "sqrt": sympy.sqrt, "ln": sympy.log}
+    try:
+        return sp.parse_expr(s, transformations=t, local_dict=local, evaluate=True)
+    except Exception:
+        return None
+
+
+def parse(s: str):
+    """A sympy reading of one answer, or None: plain text by sympy itself, LaTeX by math-verify."""
+    import sympy
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig
+    from math_verify import parse as mv_parse
+
+    if _PLAIN_EXPR.fullmatch(s):
+        return _parse_plain(s)
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    cfg = (LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig())
+    try:
+        out = mv_parse(f"${s}$", extraction_config=cfg, fallback_mode="no_fallback", parsing_timeout=None)
+    except Exception:
+        return None
+    if not out or not isinstance(out[0], sympy.Basic):
+        return None
+    v = out[0]
+    # math-verify drops what it cannot read (`3ab` -> 3): every letter of the text must survive.
+    names = {str(x).lower() for x in v.atoms(sympy.Symbol)}
+    letters = set(re.sub(r"\\[a-zA-Z]+", " ", s).lower()) & set("abcdefghijklmnopqrstuvwxyz")
+    letters -= {"e", "i", "d"}
+    if not letters <= names:
+        return None
+    return v
+
+
+def _canonical(v):
+    """One plain symbol per letter: math-verify's symbols carry assumptions, and `Symbol('n')` differs from
+    `Symbol('n', real=True)`; names are lowercased (math-verify already does), `i` is the imaginary unit."""
+    import sympy
+
+    if not isinstance(v, sympy.Basic):
+        return v
+    swap = {s: (sympy.I if str(s).lower() == "i" else sympy.Symbol(str(s).lower())) for s in v.atoms(sympy.Symbol)}
+    return v.xreplace(swap) if swap else v
+
+
+def _undefined(v) -> bool:
+    import sympy
+
+    try:
+        return bool(v.has(sympy.zoo, sympy.nan)) if isinstance(v, sympy.Basic) else False
+    except Exception:
+        return True
+
+
+def _points(symbols, n: int = 4) -> list[dict]:
+    rng = random.Random(1234)  # the same exact rational points every time: a verdict must not depend on luck
+    syms = sorted(symbols, key=str)
+    import sympy
+
+    return [{s: sympy.Rational(rng.randint(500, 2500), 1000) for s in syms} for _ in range(n)] if syms else [{}]
+
+
+def _numerically_equal(a, b, tol: float, digits: int) -> bool:
+    """|a - b| <= tol * max(|a|, |b|) at a few fixed points, evaluated with `digits` digits (no float casts)."""
+    import sympy
+
+    if not isinstance(a, sympy.Expr) or not isinstance(b, sympy.Expr):
+        return False
+    if {str(s) for s in a.free_symbols} != {str(s) for s in b.free_symbols}:
+        # Different letters can still be equal (sin^2 x + cos^2 x vs 1): only simplify can say so.
+        return bool(sympy.simplify(a - b) == 0)
+    for p in _points(a.free_symbols | b.free_symbols):
+        va, vb = sympy.N(a.subs(p), digits), sympy.N(b.subs(p), digits)
+        if not (va.is_number and vb.is_number) or any(v.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo) for v in (va, vb)):
+            return bool(va == vb and va.is_number)
+        if sympy.Abs(va - vb) > tol * sympy.Max(sympy.Abs(va), sympy.Abs(vb)):
+            return False
+    return True
+
+
+def _verify(a, b) -> bool:
+    from math_verify import verify
+
+    try:
+        return bool(verify([b], [a], timeout_seconds=None))
+    except Exception:
+        return False
+
+
+def _evaluated(v):
+    """Sums, products, integrals and limits done where sympy can (`\\sum_{i=1}^{10} i` -> 55)."""
+    import sympy
+
+    if isinstance(v, sympy.Basic) and v.has(*_unevaluated()):
+        try:
+            v = v.doit()
+        except Exception:
+            return None
+        if isinstance(v, sympy.Expr) and not v.has(*_unevaluated()):
+            v = sympy.simplify(v)
+    return v
+
+
+def _unevaluated() -> tuple:
+    import sympy
+
+    return (sympy.Sum, sympy.Product, sympy.Integral, sympy.Limit)
+
+
+def equal(given: str, gt: str) -> bool:
+    """Equivalence of two single LaTeX answers (no lists, no equations); False when undecided."""
+    import sympy
+
+    if is_risky(given) or is_risky(gt) or case_clash(given, gt):
+        return False
+    a, b = _canonical(parse(given)), _canonical(parse(gt))
+    if a is None or b is None or _undefined(a) or _undefined(b):
+        return False
+    try:
+        a, b = _evaluated(a), _evaluated(b)
+        if a is None or b is None:
+            return False
+        if a.has(*_unevaluated()) or b.has(*_unevaluated()):
+            return a == b  # a sum or integral sympy cannot close: only the same one
+        if has_decimal(given) or has_decimal(gt):
+            return _numerically_equal(a, b, REL_TOL, 30)
+        if isinstance(a, sympy.Expr) and isinstance(b, sympy.Expr):
+            # verify would round to 6 places; an exact expression is compared at 50 digits instead
+            return _numerically_equal(a, b, CONFIRM_TOL, 50)
+        return _verify(a, b)  # sets, intervals, matrices, relations: math-verify's own structure rules
+    except Exception:
+        return False
+
+
+def relation_equal(lhs_a: str, rhs_a: str, lhs_b: str, rhs_b: str) -> bool:
+    """`x + y = 0` vs `y = -x`: the same relation when lhs - rhs of one is a nonzero constant times the other's."""
+    import sympy
+
+    parts = [_canonical(parse(p)) for p in (lhs_a, rhs_a, lhs_b, rhs_b)]
+    if any(p is None or not isinstance(p, sympy.Expr) or _undefined(p) for p in parts):
+        return False
+    if any(is_risky(p) for p in (lhs_a, rhs_a, lhs_b, rhs_b)):
+        return False
+    da, db = parts[0] - parts[1], parts[2] - parts[3]
+    try:
+        if sympy.simplify(da - db) == 0:
+            return True
+        ratio = sympy.simplify(da / db)
+        return bool(ratio.is_number and ratio != 0 and not _undefined(ratio))
+    except Exception:
+        return False
