@@ -30,7 +30,10 @@ _SPACES = re.compile(r"(?<!\\)\\[,;:! ]|~|\\quad|\\qquad|\\displaystyle|\\limits
 _CURRENCY = re.compile(r"\\\$|(?<![\\])\$(?=\s*\d)|£|€|¥|\bUSD\b|\bRs\.?")
 _DEGREE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree")
 _PERCENT = re.compile(r"\\%|%|\s*\bper\s?cent(?:age)?\b|\s*\bpct\b")
-_THOUSANDS = re.compile(r"(?<![\d.,])\d{1,3}(?:(?:,\\!\s*|,|\{,\}|\\,)\d{3})+(?![\d,])")
+# `{,}`, `,\!` and `\,` are always thousands separators; a bare comma only when the whole answer is one
+# number (`1,000`), since `(12,102)` is a pair and `2,345` inside a list is two answers.
+_THOUSANDS_TEX = re.compile(r"(?<![\d.,])\d{1,3}(?:(?:,\\!\s*|\{,\}|\\,)\d{3})+(?![\d])")
+_THOUSANDS = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _ARRAY = re.compile(r"\[\s*\\begin\{array\}\{[lcr|]*\}(.*?)\\end\{array\}\s*\]", re.S)
 _LEAD_IN = re.compile(
     r"^(?:(?:so|thus|therefore|hence)\s*,?\s*)?(?:the\s+)?(?:final\s+)?answer\s*(?:is\s*:?|:|=)\s*", re.I)
@@ -68,7 +71,7 @@ def normalize(s: str) -> str:
                  ("\\lt", "<"), ("\\gt", ">"), ("<=", "\\le "), (">=", "\\ge "), ("\\dots", "\\ldots"),
                  ("\\neq", "\\ne"), ("!=", "\\ne "), ("\\textnormal", "\\text")):
         s = s.replace(a, b)
-    s = _THOUSANDS.sub(lambda m: re.sub(r",\\!\s*|\{,\}|\\,|,", "", m.group(0)), s)
+    s = _THOUSANDS_TEX.sub(lambda m: re.sub(r",\\!\s*|\{,\}|\\,", "", m.group(0)), s)
     s = _ARRAY.sub(r"\\begin{pmatrix}\1\\end{pmatrix}", s)
     s = re.sub(r"\\frac\s*(\d)\s*(\d)", r"\\frac{\1}{\2}", s)
     s = re.sub(r"\\frac\s*(\d)\s*\{", r"\\frac{\1}{", s)
@@ -78,11 +81,14 @@ def normalize(s: str) -> str:
     s = _CURRENCY.sub("", s)
     s = _DEGREE.sub("", s)
     s = s.replace("\\infty", "\\infty ").replace("\\inf ", "\\infty ")
+    s = re.sub(r"(?<![\\a-zA-Z])(?:inf|infinity|oo)(?![a-zA-Z])", r"\\infty ", s)
     s = s.strip().strip("$").strip()
     s = re.sub(r"\s*\.$", "", s)  # a final full stop
     s = re.sub(r"^[a-zA-Z]\s*\\in\s*", "", s)  # x \in [1, 2]
     s = _LEAD_IN.sub("", s)
     s = re.sub(r"\s+", " ", s).strip()
+    if _THOUSANDS.fullmatch(s):
+        s = s.replace(",", "")
     return _NUMBER_WORDS.get(s.lower(), s)
 
 
@@ -133,7 +139,7 @@ def number(s: str) -> Fraction | str | None:
 
 # ---------------------------------------------------------------- single values
 
-_NUM_UNIT = re.compile(r"(?P<val>[-+]?[\d.]+(?:\\frac\{\d+\}\{\d+\})?)\s+(?P<unit>[a-zA-Z]{2,}(?:\s*[\-/]\s*[a-zA-Z]+|\s+[a-zA-Z]+)*)"
+_NUM_UNIT = re.compile(r"(?P<val>[-+]?(?:[\d.]+(?:\\frac\{\d+\}\{\d+\})?|\\frac\{\d+\}\{\d+\}))\s+(?P<unit>[a-zA-Z]{2,}(?:\s*[\-/]\s*[a-zA-Z]+|\s+[a-zA-Z]+)*)"
                        r"\s*(?:\^\s*\{?\d\}?)?\.?")
 _NUM_SI = re.compile(r"(?P<val>[-+]?[\d.]+)\s+(?P<unit>[mgshlLKJNWV](?:\s*/\s*[a-zA-Z]+)?)\s*(?:\^\s*\{?\d\}?)?")  # 10 m^2
 _BASE = re.compile(r"(?P<digits>[0-9A-Fa-f]+)_\{?(?P<base>\d+)\}?")
@@ -191,10 +197,10 @@ def _value_equal(given: str, gt: str, heavy: bool) -> bool | None:
         return False  # a number never equals an expression in a free variable
     if re.fullmatch(r"\d{1,2}:\d{2}", g) or re.fullmatch(r"\d{1,2}:\d{2}", t):
         return False  # times of day and ratios: only their exact text
+    if gp != tp or symbolic.is_risky(g) or symbolic.is_risky(t):
+        return False  # decided here, before any worker: inputs whose evaluation may not finish
     if not heavy:
         return None
-    if gp != tp:
-        return False
     return symbolic.equal(g, t)
 
 
@@ -325,6 +331,8 @@ def _compare(given: str, gt: str, heavy: bool) -> bool | None:
         given, gt = _expand_pm(given), _expand_pm(gt)
     # option letters: `B` is an option, `B = 3` is not
     mt, mg = _mc(gt), _mc(given)
+    if mt is None and mg is not None and given.startswith("(") and re.fullmatch(r"[a-j]", gt):
+        mt = (gt.upper(), "")  # `(A)` for the option written `a`
     if mt is not None:
         if mg is not None:
             return mg[0] == mt[0]
@@ -338,7 +346,9 @@ def _compare(given: str, gt: str, heavy: bool) -> bool | None:
             return False
         return _lists_equal([c for r in mgm for c in r], [c for r in mtm for c in r], True, heavy)
     # inequalities as intervals, so `x > 3` meets `(3, \infty)`
-    given, gt = _interval(given) or given, _interval(gt) or gt
+    ig, it = _interval(given), _interval(gt)
+    if (ig or _bracketed(given) or "\\cup" in given) and (it or _bracketed(gt) or "\\cup" in gt):
+        given, gt = ig or given, it or gt
     # unbracketed lists: order does not matter ("x=2 or x=3" vs "2, 3"); a hedge against one answer fails
     if _bracketed(given) is None and _bracketed(gt) is None and "\\cup" not in given + gt:
         sep_g, sep_t = _split_top(_LIST_WORDS.sub(",", given)), _split_top(_LIST_WORDS.sub(",", gt))
@@ -399,7 +409,7 @@ def _reduce_gt(gt: str) -> str | None:
 def check(given: str, gt: str, heavy: bool = True) -> bool | None:
     """The careful-human verdict for one answer; None = only the symbolic half can decide (heavy=False)."""
     gt_r = _reduce_gt(gt)
-    if gt_r is None:
+    if not gt_r or not gt_r.strip():
         return False
     if "\\boxed" in given:  # an answer span that still holds its boxes: they are the answer
         given = _reduce_gt(given) or ""

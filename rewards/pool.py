@@ -1,8 +1,11 @@
-"""Worker processes that run answer checks under a per-item wall-clock bound, without signals.
+"""Worker processes that run answer checks under a per-item CPU-time bound, without signals.
 
 sympy can hang or eat memory on adversarial answers, and signal-based timeouts only work in the main
-thread. Here every check runs in a child process; the parent waits on pipes with a deadline and kills a
-worker that overruns (or replaces one that crashed). Workers come from a forkserver that has sympy and
+thread. Here every check runs in a child process; the parent waits on pipes and kills a worker whose
+check has used more than the bound of CPU time (or replaces one that crashed). The bound is CPU time,
+not wall time, because during training the trainer and the vLLM server keep the cores busy: a check that
+takes 0.3 s alone took over 2 s of wall time there, waiting for a core, and scored 0. There are never more
+workers than cores. Workers come from a forkserver that has sympy and
 the graders imported, so a replacement starts in a few milliseconds and never inherits the trainer's
 torch threads. The pool starts lazily, is shared by every caller (threads serialize on one lock) and is
 shut down at interpreter exit.
@@ -25,6 +28,24 @@ ERROR = "error"
 TIMEOUT = "timeout"
 READY = "ready"
 START_LIMIT = 60.0  # seconds a fresh worker may take to import sympy and the graders
+WALL_FACTOR = 10.0  # wall-clock backstop, in multiples of the CPU-time bound
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process (Linux /proc; psutil elsewhere); 0.0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK
+    except (OSError, IndexError, ValueError):
+        try:
+            import psutil
+
+            t = psutil.Process(pid).cpu_times()
+            return t.user + t.system
+        except Exception:
+            return 0.0
 
 
 def _context():
@@ -95,6 +116,7 @@ class _Worker:
         child.close()
         self.item: int | None = None
         self.started = time.monotonic()
+        self.cpu0 = 0.0
         self.ready = False
 
     def kill(self) -> None:
@@ -120,9 +142,8 @@ class _Worker:
 class WorkerPool:
     """`run(tasks, timeout)` -> one result per task: the checker's value, TIMEOUT or (ERROR, message)."""
 
-    def __init__(self, processes: int | None = None, max_extra: int = 8) -> None:
+    def __init__(self, processes: int | None = None) -> None:
         self.size = max(1, processes or os.cpu_count() or 1)
-        self.max_extra = max_extra
         self._ctx = _context()
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
@@ -143,14 +164,7 @@ class WorkerPool:
             if self._closed:
                 raise RuntimeError("the grading pool is shut down")
             self._ensure()
-            try:
-                return self._run(tasks, timeout)
-            finally:
-                # Extra workers started for stuck items go away; the base set stays warm.
-                while len(self._workers) > self.size:
-                    extra = next((w for w in reversed(self._workers) if w.ready), self._workers[-1])
-                    self._workers.remove(extra)
-                    extra.stop()
+            return self._run(tasks, timeout)
 
     def _run(self, tasks: list[tuple], timeout: float) -> list[Any]:
         results: list[Any] = [None] * len(tasks)
@@ -159,17 +173,13 @@ class WorkerPool:
         starting = {w.conn: w for w in self._workers if not w.ready}
         busy: dict[Connection, _Worker] = {}
 
-        def add_worker() -> None:
-            nw = self._spawn()
-            self._workers.append(nw)
-            starting[nw.conn] = nw
-
         def replace(w: _Worker) -> None:
             w.kill()
             self._workers.remove(w)
             self.restarts += 1
-            if len(self._workers) < self.size:
-                add_worker()
+            nw = self._spawn()
+            self._workers.append(nw)
+            starting[nw.conn] = nw
 
         while todo or busy:
             while todo and idle:
@@ -181,24 +191,18 @@ class WorkerPool:
                     todo.append(i)
                     replace(w)
                     continue
-                w.item, w.started = i, time.monotonic()
+                w.item, w.started, w.cpu0 = i, time.monotonic(), cpu_seconds(w.proc.pid)
                 busy[w.conn] = w
             if not todo and not busy:
                 break
+            # The bound is on the CPU time the check itself used, so a check that waits for a core on a busy
+            # machine is not cut short; a wall-clock backstop catches a worker that is stopped or swapping.
             now = time.monotonic()
-            # Items stuck behind slow ones get an extra worker, so a batch with a few pathological answers
-            # still ends about one bound after it started.
-            if todo and not idle and busy and all(now - w.started > 0.1 for w in busy.values()):
-                room = self.size + self.max_extra - len(self._workers)
-                for _ in range(min(room, len(todo) - len(starting))):
-                    add_worker()
-            deadlines = [w.started + timeout for w in busy.values()]
-            deadlines += [w.started + START_LIMIT for w in starting.values()]
-            wait_for = max(0.0, min(deadlines) - now) if deadlines else 0.05
-            if todo and not idle and busy:
-                wait_for = min(wait_for, 0.05)
-            ready = wait(list(busy) + list(starting), timeout=wait_for)
-            for conn in ready:
+            spent = {c: cpu_seconds(w.proc.pid) - w.cpu0 for c, w in busy.items()}
+            waits = [timeout - spent[c] for c in busy] + [w.started + timeout * WALL_FACTOR - now for w in busy.values()]
+            waits += [w.started + START_LIMIT - now for w in starting.values()]
+            wait_for = min(max(0.005, min(waits)), 0.25) if waits else 0.05
+            for conn in wait(list(busy) + list(starting), timeout=wait_for):
                 if conn in starting:
                     w = starting.pop(conn)
                     try:
@@ -220,7 +224,7 @@ class WorkerPool:
                     replace(w)
             now = time.monotonic()
             for conn, w in list(busy.items()):
-                if now - w.started >= timeout:
+                if cpu_seconds(w.proc.pid) - w.cpu0 >= timeout or now - w.started >= timeout * WALL_FACTOR:
                     busy.pop(conn)
                     results[w.item] = TIMEOUT
                     replace(w)
@@ -228,8 +232,6 @@ class WorkerPool:
                 if now - w.started >= START_LIMIT:
                     starting.pop(conn)
                     replace(w)
-            if todo and not idle and not busy and not starting:
-                add_worker()
         return results
 
     def close(self) -> None:

@@ -99,7 +99,9 @@ def _canonical(v):
 
     if not isinstance(v, sympy.Basic):
         return v
-    swap = {s: (sympy.I if str(s).lower() == "i" else sympy.Symbol(str(s).lower())) for s in v.atoms(sympy.Symbol)}
+    imaginary = not v.has(*_unevaluated())  # in `\\sum_{i=1}` the i is an index
+    swap = {s: (sympy.I if str(s).lower() == "i" and imaginary else sympy.Symbol(str(s).lower()))
+            for s in v.atoms(sympy.Symbol)}
     return v.xreplace(swap) if swap else v
 
 
@@ -126,9 +128,7 @@ def _numerically_equal(a, b, tol: float, digits: int) -> bool:
 
     if not isinstance(a, sympy.Expr) or not isinstance(b, sympy.Expr):
         return False
-    if {str(s) for s in a.free_symbols} != {str(s) for s in b.free_symbols}:
-        # Different letters can still be equal (sin^2 x + cos^2 x vs 1): only simplify can say so.
-        return bool(sympy.simplify(a - b) == 0)
+    # Different letters can still be equal (sin^2 x + cos^2 x vs 1): the points cover both sides' letters.
     for p in _points(a.free_symbols | b.free_symbols):
         va, vb = sympy.N(a.subs(p), digits), sympy.N(b.subs(p), digits)
         if not (va.is_number and vb.is_number) or any(v.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo) for v in (va, vb)):
@@ -167,6 +167,25 @@ def _unevaluated() -> tuple:
     return (sympy.Sum, sympy.Product, sympy.Integral, sympy.Limit)
 
 
+def _inequality(v):
+    """`a < b` -> (b - a, strict): every one-sided inequality as `expr > 0` or `expr >= 0`; else None."""
+    import sympy
+
+    if isinstance(v, (sympy.StrictGreaterThan, sympy.GreaterThan)):
+        return v.lhs - v.rhs, isinstance(v, sympy.StrictGreaterThan)
+    if isinstance(v, (sympy.StrictLessThan, sympy.LessThan)):
+        return v.rhs - v.lhs, isinstance(v, sympy.StrictLessThan)
+    return None
+
+
+def _positive_multiple(a, b) -> bool:
+    """`-x + 1 > 0` and `2 - 2x > 0` say the same: one side is a positive constant times the other."""
+    import sympy
+
+    ratio = sympy.simplify(a / b)
+    return bool(ratio.is_number and ratio.is_positive)
+
+
 def equal(given: str, gt: str) -> bool:
     """Equivalence of two single LaTeX answers (no lists, no equations); False when undecided."""
     import sympy
@@ -187,25 +206,40 @@ def equal(given: str, gt: str) -> bool:
         if isinstance(a, sympy.Expr) and isinstance(b, sympy.Expr):
             # verify would round to 6 places; an exact expression is compared at 50 digits instead
             return _numerically_equal(a, b, CONFIRM_TOL, 50)
-        return _verify(a, b)  # sets, intervals, matrices, relations: math-verify's own structure rules
+        ra, rb = _inequality(a), _inequality(b)
+        if ra is not None or rb is not None:
+            return ra is not None and rb is not None and ra[1] == rb[1] and _positive_multiple(ra[0], rb[0])
+        return _verify(a, b)  # sets, intervals, matrices, equations: math-verify's own structure rules
     except Exception:
         return False
 
 
 def relation_equal(lhs_a: str, rhs_a: str, lhs_b: str, rhs_b: str) -> bool:
-    """`x + y = 0` vs `y = -x`: the same relation when lhs - rhs of one is a nonzero constant times the other's."""
+    """`x + y = 0` vs `y = -x`: the same relation when lhs - rhs of one is a nonzero constant times the other's.
+
+    Checked at fixed rational points with 50 digits (a constant ratio at every point), not by `simplify`,
+    which took over a minute on a big trigonometric polynomial.
+    """
     import sympy
 
+    if any(is_risky(p) for p in (lhs_a, rhs_a, lhs_b, rhs_b)):
+        return False
     parts = [_canonical(parse(p)) for p in (lhs_a, rhs_a, lhs_b, rhs_b)]
     if any(p is None or not isinstance(p, sympy.Expr) or _undefined(p) for p in parts):
         return False
-    if any(is_risky(p) for p in (lhs_a, rhs_a, lhs_b, rhs_b)):
-        return False
     da, db = parts[0] - parts[1], parts[2] - parts[3]
-    try:
-        if sympy.simplify(da - db) == 0:
-            return True
-        ratio = sympy.simplify(da / db)
-        return bool(ratio.is_number and ratio != 0 and not _undefined(ratio))
-    except Exception:
+    if not da.free_symbols or {str(s) for s in da.free_symbols} != {str(s) for s in db.free_symbols}:
         return False
+    ratios = []
+    for p in _points(da.free_symbols | db.free_symbols, n=5):
+        va, vb = sympy.N(da.subs(p), 50), sympy.N(db.subs(p), 50)
+        if not (va.is_number and vb.is_number) or va.has(sympy.zoo, sympy.nan) or vb.has(sympy.zoo, sympy.nan):
+            return False
+        if va == 0 and vb == 0:
+            continue
+        if va == 0 or vb == 0:
+            return False
+        ratios.append(va / vb)
+    if len(ratios) < 2 or ratios[0] == 0:
+        return False
+    return all(sympy.Abs(r - ratios[0]) <= CONFIRM_TOL * sympy.Abs(ratios[0]) for r in ratios)

@@ -51,3 +51,80 @@ def test_through_the_pool_same_as_in_process():
     pooled = grade_batch([f"<think>x</think> <answer>{a}</answer>" for a, _ in pairs], [g for _, g in pairs])
     assert [r.reward == 1.0 for r in pooled] == direct
     assert not any(r.timed_out for r in pooled)
+
+
+SOUNDNESS = Path(__file__).parent / "fixtures" / "rewards" / "soundness_cases.jsonl"
+SOUND_ROWS = [json.loads(line) for line in SOUNDNESS.read_text().splitlines()]
+SOUND_BY_CATEGORY = defaultdict(list)
+for _row in SOUND_ROWS:
+    SOUND_BY_CATEGORY[_row["category"]].append(_row)
+
+
+def test_soundness_suite_is_broad():
+    near = [r for r in SOUND_ROWS if r["label"] == 0]
+    assert len(SOUND_ROWS) >= 300 and len(near) >= 150 and len(SOUND_BY_CATEGORY) >= 20
+
+
+@pytest.mark.parametrize("category", sorted(SOUND_BY_CATEGORY))
+def test_near_misses_rejected_equivalent_forms_accepted(category):
+    """Sound first: every plausible near miss is rejected; then complete: every equivalent form accepted."""
+    rows = SOUND_BY_CATEGORY[category]
+    false_accepts = [(r["answer"], r["ground_truth"]) for r in rows if r["label"] == 0 and accurate.check(r["answer"], r["ground_truth"])]
+    false_rejects = [(r["answer"], r["ground_truth"]) for r in rows if r["label"] == 1 and not accurate.check(r["answer"], r["ground_truth"])]
+    assert not false_accepts, false_accepts
+    assert not false_rejects, false_rejects
+
+
+@pytest.mark.parametrize(
+    "answer, gt",
+    # the faults the 2026-12-01 review found in the previous `accurate`, each now rejected
+    [("x = 3", "x = 4"), ("B", "B = 3"), ("\\sum_{k=0}^{n} k", "\\sum_{k=0}^{n} k^2"), ("0", "x+y=0"),
+     ("1.39e-10", "3.61e-10"), ("1.39e-10", "0"), ("12345678901234567890123456789", "12345678901234567890123456788"),
+     ("\\frac{1}{x}+1", "\\frac{1}{x+1}"), ("\\frac{1}{0}", "\\frac{2}{0}"), ("1:00", "12:00"), ("2\\frac{1}{2}", "1")],
+)
+def test_review_false_accepts_rejected(answer, gt):
+    assert grade(f"<think>x</think> <answer>{answer}</answer>", gt, mode="accurate").reward == 0.0
+
+
+@pytest.mark.parametrize(
+    "answer, gt",
+    [("-1\\frac{1}{2}", "-\\frac{3}{2}"), ("6yx^2", "6x^2y"), ("1.24\\times10^{-8}", "1.24e-8"), ("[1, 2]", "1 \\le x \\le 2"),
+     ("x > 3", "(3, \\infty)")],
+)
+def test_review_false_rejects_accepted(answer, gt):
+    assert grade(f"<think>x</think> <answer>{answer}</answer>", gt, mode="accurate").reward == 1.0
+
+
+def test_no_absolute_tolerance():
+    """Numbers are exact, or relatively close where one is a decimal: never close to zero in absolute terms."""
+    assert not accurate.check("1e-12", "2e-12")
+    assert not accurate.check("0.0000000001", "0")
+    assert accurate.check("0.0833333333333333", "\\frac{1}{12}")  # a decimal to 15 places
+    assert not accurate.check("0.0833", "\\frac{1}{12}")  # a rounded one
+
+
+@pytest.mark.parametrize(
+    "answer, gt, expected",
+    [("\\boxed{1}, \\boxed{2}", "1, 2", 1.0), ("\\boxed{2} and \\boxed{1}", "\\{1, 2\\}", 1.0),
+     ("\\boxed{1}, \\boxed{2}", "2", 0.0),  # a hedge of boxes is a list, not its last box
+     ("\\boxed{1}, \\boxed{3}", "1, 2", 0.0), ("\\boxed{2}, \\boxed{2}", "2", 1.0)],
+)
+def test_several_boxes_are_a_list(answer, gt, expected):
+    assert grade(f"<think>x</think> <answer>{answer}</answer>", gt, mode="accurate").reward == expected
+    assert grade(f"so {answer}", gt, mode="accurate", question_only=True).reward == expected
+
+
+def test_ground_truth_with_several_boxes():
+    assert accurate.check("1, 2", "\\boxed{1} and \\boxed{2}")
+    assert accurate.check("2, 1", "The roots are \\boxed{1} and \\boxed{2}.")
+    assert not accurate.check("1", "\\boxed{1} and \\boxed{2}")
+
+
+def test_list_ground_truth_any_element_matches():
+    assert grade("<think>x</think> <answer>\\frac12</answer>", ["0.5", "50\\%"], mode="accurate").reward == 1.0
+    assert grade("<think>x</think> <answer>3</answer>", ["1", "2"], mode="accurate").reward == 0.0
+
+
+def test_drgrpo_keeps_the_reference_last_box():
+    """Parity: the reference grades the last box only, quirks included."""
+    assert grade("<think>x</think> <answer>\\boxed{1}, \\boxed{2}</answer>", "2", mode="drgrpo").reward == 1.0
