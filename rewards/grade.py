@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=2.0, help="seconds per answer check")
     args = ap.parse_args(argv)
     try:
-        fh = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
+        fh = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # decoded per line below
     except OSError as exc:
         print(f"error: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 2
@@ -62,10 +62,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(out[n]))
             out.clear()
 
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
                 continue
             try:
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise ValueError(f"line {lineno}: not UTF-8 text (byte {exc.start})") from None
                 resp, gt = _parse(line, lineno)
             except ValueError as exc:
                 bad += 1

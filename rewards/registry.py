@@ -2,8 +2,9 @@
 
 Each function has TRL's signature `f(completions, answer, **kwargs) -> list[float]` and `__name__` equal
 to its registry name, so TRL logs `rewards/<name>/mean`. A bad row scores 0.0 and is counted, never
-raised; so are timeouts. `STATS` holds the running counts for the trainer to log as `rewards/timeouts`
-and `rewards/errors`.
+raised; so are timeouts. Each call reports its timeouts and errors through the `log_metric` callable TRL
+passes reward functions (the step's `rewards/timeouts` and `rewards/errors` in W&B and metrics.jsonl), and
+`STATS` keeps the running totals of the process.
 
 - `r1_zero`: the r1_zero reward (1 iff formatted and correct), the reference's `reward`.
 - `format`: the r1_zero format reward (1 iff `</think> <answer>` ... `</answer>`).
@@ -131,10 +132,30 @@ def _answers(answer: list | None, n: int) -> list:
     return list(answer)
 
 
+def _report(log_metric: Any, texts: list[str | None], results: list[GradeResult | None]) -> None:
+    """Per call: answer checks that timed out / failed (rows without text count as errors), through the
+    `log_metric` callable TRL >= 1.15 passes reward functions; TRL averages it over ranks and reward functions
+    into the step's `rewards/timeouts` and `rewards/errors`."""
+    if not callable(log_metric):
+        return
+    done = [r for r in results if r is not None]
+    log_metric("rewards/timeouts", float(sum(r.timed_out for r in done)))
+    log_metric("rewards/errors", float(sum(r.error is not None for r in done) + sum(t is None for t in texts)))
+
+
 def _make(name: str, mode: str, timeout: float, question_only: bool) -> Callable[..., list[float]]:
     def reward(completions: list, answer: list | None = None, **kwargs: Any) -> list[float]:
         texts = _texts(completions)
         answers = _answers(answer, len(texts))
+        results = _score(texts, answers)
+        _report(kwargs.get("log_metric"), texts, results)
+        if name == "format":
+            return [r.format_reward if r is not None else 0.0 for r in results]
+        if name == "accuracy":
+            return [r.answer_reward if r is not None else 0.0 for r in results]
+        return [r.reward if r is not None else 0.0 for r in results]
+
+    def _score(texts: list[str | None], answers: list) -> list[GradeResult | None]:
         if name == "accuracy" and not question_only:
             # lenient extraction: the <answer> text when formatted, else the last box
             results = _grade_rows(texts, answers, mode, timeout, False)
@@ -144,11 +165,8 @@ def _make(name: str, mode: str, timeout: float, question_only: bool) -> Callable
                 boxed = _grade_rows([texts[i] for i in need], [answers[i] for i in need], mode, timeout, True)
                 for i, r in zip(need, boxed):
                     results[i] = r
-            return [r.answer_reward if r is not None else 0.0 for r in results]
-        results = _grade_rows(texts, answers, mode, timeout, question_only)
-        if name == "format":
-            return [r.format_reward if r is not None else 0.0 for r in results]
-        return [r.reward if r is not None else 0.0 for r in results]
+            return results
+        return _grade_rows(texts, answers, mode, timeout, question_only)
 
     reward.__name__ = name
     reward.__qualname__ = name

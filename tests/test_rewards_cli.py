@@ -44,3 +44,15 @@ def test_cli_missing_file(tmp_path):
     p = subprocess.run([sys.executable, "-m", "rewards.grade", str(tmp_path / "nope.jsonl")], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and "nope.jsonl" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_cli_names_a_line_that_is_not_utf8_and_keeps_the_rest(tmp_path):
+    f = tmp_path / "latin1.jsonl"
+    good = json.dumps({"response": "<think>a</think> <answer>2</answer>", "ground_truth": "2"}).encode()
+    f.write_bytes(good + b"\n" + '{"response": "caf\xe9", "ground_truth": "2"}'.encode("latin-1") + b"\n" + good + b"\n")
+    p = subprocess.run([sys.executable, "-m", "rewards.grade", str(f)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 1
+    assert p.stderr.strip().splitlines() == [f"error: {f}: line 2: not UTF-8 text (byte 17)"]
+    out = [json.loads(line) for line in p.stdout.splitlines()]
+    assert [o.get("reward") for o in out] == [1.0, None, 1.0] and out[1]["line"] == 2

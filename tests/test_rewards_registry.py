@@ -1,7 +1,6 @@
 """TRL reward functions from the string-keyed registry."""
 
 import inspect
-import random
 
 import pytest
 
@@ -49,10 +48,9 @@ def test_bad_rows_score_zero_and_are_counted():
 
 def test_timeouts_are_counted():
     registry.reset_stats()
-    (r1,) = get_reward_funcs(["r1_zero"], mode="drgrpo", timeout=1e-6)
-    k = random.randint(10, 10**6)  # a pair no worker has cached, so the check takes milliseconds
-    out = r1([f"<think>x</think> <answer>(x+{k})^2</answer>"], answer=[f"x^2+{2 * k}x+{k * k}"])
-    assert out == [0.0]
+    (r1,) = get_reward_funcs(["r1_zero"], timeout=0.1)
+    out = r1(["<think>x</think> <answer>\\int_0^1 \\frac{1}{x^7+x+3} dx</answer>"], answer=["\\frac{1}{3}"])
+    assert out == [0.0]  # seconds of sympy CPU: cut at the bound
     assert STATS["timeouts"] == 1
 
 
@@ -68,3 +66,14 @@ def test_question_only():
     (r1,) = get_reward_funcs(["r1_zero"], question_only=True)
     assert r1(["so \\boxed{4}", "4"], answer=["4", "4"]) == [1.0, 0.0]
 
+
+
+def test_timeouts_and_errors_reach_trl_log_metric():
+    """TRL passes reward functions `log_metric`; each call reports its timeouts and errors there."""
+    logged = []
+    slow = "\\int_0^1 \\frac{1}{x^7+x+5} dx"  # seconds of sympy CPU: over a 0.1 s bound
+    (f,) = registry.get_reward_funcs(["r1_zero"], timeout=0.1)
+    out = f([f"<think>x</think> <answer>{slow}</answer>", 42, "<think>x</think> <answer>3</answer>"],
+            answer=["\\frac{1}{3}", "1", "3"], log_metric=lambda k, v: logged.append((k, v)))
+    assert out == [0.0, 0.0, 1.0]
+    assert dict(logged) == {"rewards/timeouts": 1.0, "rewards/errors": 1.0}
