@@ -191,13 +191,24 @@ class GRPOScriptArguments(DataArguments, EvalArguments, StopArguments):
     stop_on_nan: bool = field(
         default=True, metadata={"help": "Stop (with the last finite checkpoint) on a NaN/inf loss, grad norm or weight."}
     )
+    async_rollouts: bool = field(
+        default=False,
+        metadata={"help": "Server mode: sample the next batch's rollouts on the server while this batch trains "
+                          "(math_grpo.async_rollouts; TRL's importance-sampling correction must be on)."},
+    )
+    max_staleness: int = field(
+        default=1,
+        metadata={"help": "async_rollouts: a batch trains at most this many optimizer steps after the weights it "
+                          "was sampled with (an older one is sampled again)."},
+    )
 
     def field_problems(self) -> list[str]:
         problems = [*super().field_problems(), *_one_of("grader_mode", self.grader_mode, GRADER_MODES),
                     *_one_of("weight_sync_backend", self.weight_sync_backend, WEIGHT_SYNC_BACKENDS),
                     *_positive("grader_timeout", self.grader_timeout),
                     *_positive("max_prompt_length", self.max_prompt_length, optional=True),
-                    *_positive("sync_check_factor", self.sync_check_factor)]
+                    *_positive("sync_check_factor", self.sync_check_factor),
+                    *_positive("max_staleness", self.max_staleness)]
         if not self.reward_funcs:
             problems.append("reward_funcs: empty; name at least one (r1_zero)")
         unknown = [n for n in self.reward_funcs if n not in REWARD_FUNCS]

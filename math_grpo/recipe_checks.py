@@ -165,6 +165,33 @@ def _check_batches(training_args: Any, world_size: int, problems: list[str]) -> 
                 f"({eval_ng}); make it one")
 
 
+def round_steps(training_args: Any, world_size: int) -> int:
+    """Optimizer steps one generation round trains (TRL reuses a generation batch for steps_per_generation x
+    num_iterations micro-batches): the staleness of a batch sampled one round ahead."""
+    _, spg = generation_sizes(training_args, world_size)
+    micro = int(spg or 1) * int(training_args.num_iterations)
+    return max(1, math.ceil(micro / int(training_args.gradient_accumulation_steps)))
+
+
+def _check_async(script_args: GRPOScriptArguments, training_args: Any, world_size: int, server: bool,
+                 problems: list[str]) -> None:
+    if not script_args.async_rollouts:
+        return
+    if not server:
+        problems.append("async_rollouts: overlaps the vLLM server's generation with training, so it needs "
+                        "use_vllm: true and vllm_mode: server")
+    if not training_args.vllm_importance_sampling_correction:
+        problems.append("async_rollouts: batches are sampled with weights up to max_staleness steps old; TRL's "
+                        "importance-sampling correction corrects that, so set vllm_importance_sampling_correction: "
+                        "true")
+    steps = round_steps(training_args, world_size)
+    if steps > script_args.max_staleness:
+        problems.append(
+            f"async_rollouts: a generation round trains {steps} optimizer steps (steps_per_generation x "
+            f"num_iterations / gradient_accumulation_steps), so a batch sampled one round ahead is {steps} steps "
+            f"stale > max_staleness ({script_args.max_staleness}); raise max_staleness to {steps}")
+
+
 def longest_generation(script_args: GRPOScriptArguments, training_args: Any) -> int:
     """Rollouts need max_completion_length; evaluation on the same server needs eval_max_tokens."""
     longest = int(training_args.max_completion_length or 0)
@@ -229,6 +256,7 @@ def validate_grpo_config(script_args: GRPOScriptArguments, training_args: Any, m
                         "sync refuses a CPU trainer); on CPU or one shared GPU set weight_sync_backend: "
                         "filesystem")
 
+    _check_async(script_args, training_args, world_size, server, problems)
     _check_model(model_args.model_name_or_path, problems)
     _check_dataset(script_args.dataset_name, problems)
     _check_benchmarks(script_args.benchmarks, script_args.dataset_name, problems)

@@ -13,6 +13,15 @@ What it holds and why each part needs TRL's internals (TRL 1.16 has no public ho
 - `force_sync` reads and sets the private `_last_loaded_step` (TRL's "weights already pushed for this step").
 - `latest_rollouts` reads the private `_logs` buffer: TRL's public completion logging (`log_completions`)
   prints rich tables and writes parquet files per step, but gives no access to the batch itself.
+- Asynchronous rollouts (`async_rollouts`, `math_grpo.async_rollouts` says how they work): the trainer looks one
+  generation batch ahead in the Trainer's epoch iterator (`get_batch_samples`), tokenizes the next batch's
+  prompts with the private `_tokenize_prompts` when TRL's private `_prepare_inputs` starts a round (`_step`,
+  `_buffered_inputs`), and `ServerVLLMGeneration.generate` takes the prefetched rollouts and posts the next.
+- Importance-sampling ratio from the training forward (`_compute_loss`, `_get_per_token_logps_and_entropies`,
+  `_generate_and_score_completions`, `_metrics`): when a generation batch is trained once within one optimizer
+  step, TRL's "old" logprobs equal the training forward's own (same weights), yet TRL computes them in an extra
+  forward pass over every rollout (a fifth of a CPU demo step). The trainer computes the same ratio, clipping
+  and metrics from the training forward instead.
 
 Where TRL does have a public way it is used: sync metrics go through the same `log_metric` callable TRL passes
 to reward functions (averaged over ranks, logged with the step's other metrics).
@@ -21,9 +30,11 @@ to reward functions (averaged over ranks, logged with the step's other metrics).
 from __future__ import annotations
 
 import functools
+import math
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import trl
@@ -44,12 +55,14 @@ check_trl_version()
 
 import requests  # noqa: E402
 import trl.trainer.grpo_trainer as _grpo_module  # noqa: E402
+from accelerate.utils import broadcast_object_list, gather_object  # noqa: E402
 from requests.adapters import HTTPAdapter  # noqa: E402
 from trl import GRPOTrainer  # noqa: E402
 from trl.generation.vllm_client import VLLMClient  # noqa: E402
 from trl.generation.vllm_generation import VLLMGeneration  # noqa: E402
 from urllib3.util.retry import Retry  # noqa: E402
 
+from math_grpo.async_rollouts import Lookahead, RolloutPrefetcher  # noqa: E402
 from math_grpo.checkpoints import broadcast_from_main  # noqa: E402
 from math_grpo.configs import GRPOScriptArguments, uses_server  # noqa: E402
 from math_grpo.errors import ServerError, WeightSyncError  # noqa: E402
@@ -120,6 +133,9 @@ class ServerVLLMGeneration(VLLMGeneration):
         self.step_fn: Callable[[], int] = lambda: -1
         self.on_record: Callable[[dict[str, float]], None] | None = None
         self._tied_name: str | None = None
+        self.prefetcher: RolloutPrefetcher | None = None  # set when async_rollouts is on
+        self.next_prompts: list[list[int]] | None = None  # this rank's next generation batch (token ids)
+        self.prefetch_allowed: Callable[[], bool] = lambda: True
         super().__init__(*args, **kwargs)
 
     def _init_vllm(self) -> None:
@@ -161,6 +177,55 @@ class ServerVLLMGeneration(VLLMGeneration):
             if self.on_record is not None:
                 self.on_record(record)
 
+    def generate(self, prompts: list[list[int]], images: Any, num_generations: int, profiler: Any = None) -> tuple:
+        """TRL's server-mode generate; with async rollouts the batch comes from the request posted last round
+        (if within the staleness bound), and the next batch's request is posted before this one trains."""
+        if self.mode != "server" or self.prefetcher is None or images is not None:
+            return super().generate(prompts, images, num_generations, profiler)
+        accelerator = self.accelerator
+        upcoming, self.next_prompts = self.next_prompts, None
+        all_prompts = gather_object(prompts)  # collectives here, in the training thread, on every rank
+        all_next = gather_object(upcoming if upcoming is not None else [])
+        payload = None
+        if accelerator.is_main_process:
+            step = self.step_fn()
+            unique = all_prompts[::num_generations]
+            try:
+                output, record = self.prefetcher.take(unique, step)
+                if output is None:
+                    with profiler or nullcontext():
+                        output = self._sample(unique, num_generations)
+                if len(all_next) == len(all_prompts) and self.prefetch_allowed():
+                    ahead = all_next[::num_generations]
+                    self.prefetcher.submit(ahead, step, functools.partial(self._sample, ahead, num_generations))
+                payload = (output, record, None)
+            except MathGRPOError as exc:
+                payload = (None, {}, str(exc))
+            except Exception as exc:
+                payload = (None, {}, f"rollout request to {self.http.base_url} failed: {type(exc).__name__}: {exc}")
+        obj = [payload]
+        broadcast_object_list(obj, from_process=0)
+        output, record, error = obj[0]
+        if error:
+            raise ServerError(error)
+        if self.on_record is not None:
+            self.on_record(record)
+        all_prompt_ids, all_completion_ids, all_logprobs, all_logprob_token_ids = output
+        all_prompt_ids = [ids for ids in all_prompt_ids for _ in range(num_generations)]
+        rank = slice(accelerator.process_index * len(prompts), (accelerator.process_index + 1) * len(prompts))
+        return (all_prompt_ids[rank], all_completion_ids[rank],
+                all_logprobs[rank] if all_logprobs is not None else None,
+                all_logprob_token_ids[rank] if all_logprob_token_ids is not None else None)
+
+    def _sample(self, prompts: list[list[int]], n: int) -> tuple:
+        """One rollout request, with the sampling settings TRL's own server-mode generate sends (plain HTTP)."""
+        out = self.vllm_client.generate(
+            prompts=prompts, n=n, repetition_penalty=self.repetition_penalty, temperature=self.temperature,
+            top_p=self.top_p, top_k=self.top_k, min_p=0.0 if self.min_p is None else self.min_p,
+            max_tokens=self.max_completion_length, logprobs=self.logprobs,
+            structured_outputs_regex=self.structured_outputs_regex, generation_kwargs=self.generation_kwargs)
+        return out["prompt_ids"], out["completion_ids"], out["logprobs"], out.get("logprob_token_ids")
+
     def _filesystem_sync(self) -> None:
         """All ranks gather each parameter (ZeRO-3 collectives); rank 0 writes, then the server reloads."""
         main = self.accelerator.is_main_process
@@ -192,8 +257,11 @@ class MathGRPOTrainer(GRPOTrainer):
 
     def __init__(self, *args: Any, sync_args: GRPOScriptArguments | None = None, **kwargs: Any):
         training_args = kwargs.get("args", args[2] if len(args) > 2 else None)
+        self._lookahead: Lookahead | None = None
+        self._is_inputs: dict | None = None
         if not uses_server(training_args):
             super().__init__(*args, **kwargs)
+            self._fused_is = fused_is_applies(self)
             return
         if sync_args is None:
             raise MathGRPOError("server mode: MathGRPOTrainer needs sync_args=script_args (the weight-sync fields)")
@@ -211,6 +279,122 @@ class MathGRPOTrainer(GRPOTrainer):
         vg.step_fn = lambda: self.state.global_step
         # The `log_metric` TRL hands reward functions: averaged over ranks and logged with the step's metrics.
         vg.on_record = lambda record: [self._log_metric(k, v) for k, v in record.items()]
+        self._fused_is = fused_is_applies(self)
+        if getattr(sync_args, "async_rollouts", False):
+            self._round_steps = max(1, math.ceil(self.args.steps_per_generation * self.num_iterations
+                                                 / self.args.gradient_accumulation_steps))
+            vg.prefetcher = RolloutPrefetcher(max_staleness=sync_args.max_staleness)
+            vg.before_sync.append(vg.prefetcher.wait)  # weights never change under a running request
+            # The last round's batch is not sampled ahead: nothing would train on it.
+            vg.prefetch_allowed = lambda: self.state.global_step + self._round_steps < self.state.max_steps
+
+    # -- asynchronous rollouts ------------------------------------------------------------------------
+    def _async(self) -> RolloutPrefetcher | None:
+        return getattr(getattr(self, "vllm_generation", None), "prefetcher", None)
+
+    def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: Any) -> Any:
+        if self._async() is not None:
+            if self._lookahead is None or self._lookahead.source is not epoch_iterator:
+                self._lookahead = Lookahead(epoch_iterator)
+            epoch_iterator = self._lookahead
+        return super().get_batch_samples(epoch_iterator, num_batches, device)
+
+    def _prepare_inputs(self, generation_batch: Any) -> Any:
+        if self._async() is not None and self.model.training:
+            generate_every = self.args.steps_per_generation * self.num_iterations
+            if self._step % generate_every == 0 or self._buffered_inputs is None:
+                self.vllm_generation.next_prompts = self._next_prompt_ids(generation_batch, generate_every)
+        return super()._prepare_inputs(generation_batch)
+
+    def _next_prompt_ids(self, batch: Any, ahead: int) -> list[list[int]] | None:
+        """Token ids of the generation batch `ahead` items after `batch` in this epoch (None at its end)."""
+        index = self._lookahead.index_of(batch) if self._lookahead is not None else None
+        upcoming = self._lookahead.item_at(index + ahead) if index is not None else None
+        if not upcoming or "prompt" not in upcoming[0]:
+            return None
+        prompt_ids, _, _ = self._tokenize_prompts([row["prompt"] for row in upcoming])
+        return [list(ids) for ids in prompt_ids]
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            prefetcher = self._async()
+            if prefetcher is not None:
+                client = self.vllm_generation.vllm_client
+                note = prefetcher.close(self.vllm_generation.settings.request_timeout,
+                                        abort=client.session.close if client is not None else None)
+                if note and self.accelerator.is_main_process:
+                    print(f"[async] {note}", flush=True)
+
+    # -- the importance-sampling ratio from the training forward -------------------------------------
+    def _generate_and_score_completions(self, inputs: Any) -> Any:
+        if not (self._fused_is and self.model.training):
+            return super()._generate_and_score_completions(inputs)
+        self.vllm_importance_sampling_correction = False  # TRL then skips the extra "old logprobs" forward
+        try:
+            return super()._generate_and_score_completions(inputs)
+        finally:
+            self.vllm_importance_sampling_correction = True
+
+    def _compute_loss(self, model: Any, inputs: dict) -> Any:
+        fused = self._fused_is and "sampling_per_token_logps" in inputs and "importance_sampling_ratio" not in inputs
+        self._is_inputs = inputs if fused else None
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            if fused:
+                inputs.pop("importance_sampling_ratio", None)  # a buffered batch gets a fresh ratio each pass
+            self._is_inputs = None
+
+    def _get_per_token_logps_and_entropies(self, *args: Any, **kwargs: Any) -> Any:
+        out = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        inputs, self._is_inputs = self._is_inputs, None  # only the first call of _compute_loss: the policy
+        if inputs is not None:
+            inputs["importance_sampling_ratio"] = self._is_ratio(out[0].detach(), inputs)
+        return out
+
+    def _is_ratio(self, logps: Any, inputs: dict) -> Any:
+        """TRL's vLLM importance-sampling ratio (its modes and clipping) and its sampling/* metrics."""
+        import torch
+
+        mask = inputs["completion_mask"]
+        sampling = inputs["sampling_per_token_logps"]
+        diff = torch.nan_to_num((logps - sampling) * mask, nan=0.0)
+        sequence = self.vllm_importance_sampling_mode in ("sequence_mask", "sequence_truncate")
+        ratio = torch.exp(diff.sum(-1, keepdim=True) if sequence else diff)
+        lo, hi = self.vllm_importance_sampling_clip_min, self.vllm_importance_sampling_clip_max
+        if self.vllm_importance_sampling_mode.endswith("_truncate"):
+            ratio = torch.clamp(ratio, min=lo, max=hi)
+        else:
+            out = (ratio < (-math.inf if lo is None else lo)) | (ratio > (math.inf if hi is None else hi))
+            ratio = ratio.masked_fill(out, 0.0)
+        mode = "train" if self.model.training else "eval"
+        valid = mask.bool()
+        delta = (logps - sampling).abs()[valid & ~torch.isnan(sampling)]
+        flat = ratio.flatten() if sequence else ratio[valid]
+        zero = torch.zeros((), device=logps.device)
+        stats = torch.stack([delta.mean() if delta.numel() else zero, delta.max() if delta.numel() else zero,
+                             flat.min() if flat.numel() else zero, flat.mean() if flat.numel() else zero,
+                             flat.max() if flat.numel() else zero]).float()
+        gathered = self.accelerator.gather(stats[None]).view(-1, 5)
+        m = self._metrics[mode]
+        m["sampling/sampling_logp_difference/mean"].append(gathered[:, 0].mean().item())
+        m["sampling/sampling_logp_difference/max"].append(gathered[:, 1].max().item())
+        m["sampling/importance_sampling_ratio/min"].append(gathered[:, 2].min().item())
+        m["sampling/importance_sampling_ratio/mean"].append(gathered[:, 3].mean().item())
+        m["sampling/importance_sampling_ratio/max"].append(gathered[:, 4].max().item())
+        return ratio
+
+
+def fused_is_applies(trainer: GRPOTrainer) -> bool:
+    """True when TRL's "old" logprobs equal the training forward's own: one pass per generation batch, within
+    one optimizer step (TRL then needs them only for the vLLM importance-sampling ratio)."""
+    args = trainer.args
+    return bool(trainer.use_vllm and trainer.vllm_importance_sampling_correction and trainer.num_iterations == 1
+                and args.gradient_accumulation_steps % args.steps_per_generation == 0
+                and trainer.loss_type != "vespo" and not getattr(trainer, "tools", None)
+                and getattr(trainer, "rollout_func", None) is None)
 
 
 def force_sync(trainer: GRPOTrainer) -> bool:

@@ -1,0 +1,126 @@
+"""Asynchronous rollouts (`async_rollouts: true`) on the shared CPU vLLM server: the staleness bound read from
+metrics.jsonl, evaluation overlapping, resume mid-run (same data order, the prefetched batch sampled again),
+SIGTERM with a request in flight (nothing left running on the server), and 2-process DDP."""
+
+from __future__ import annotations
+
+import collections
+import glob
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import requests
+from _tiny import REPO, accelerate_cmd, read_jsonl, run
+from test_server_grpo import RECIPE, small_run
+
+from math_grpo.checkpoints import COMPLETE_MARKER
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
+ASYNC = ("--async_rollouts", "true", "--max_staleness", "1", "--vllm_importance_sampling_correction", "true")
+
+
+def _cmd(server, out: str, steps: int, *extra: str, config: str = "cpu.yaml") -> list[str]:
+    return accelerate_cmd(config, "recipes/grpo.py", "--config", RECIPE,
+                          *small_run(server.model, server.data, out, steps, "--vllm_server_base_url", server.url,
+                                     *ASYNC, *extra))
+
+
+def _train_rows(out: str) -> list[dict]:
+    return [r for r in read_jsonl(os.path.join(out, "metrics.jsonl")) if "train/loss" in r]
+
+
+def _prompts_by_step(out: str) -> dict[int, list[str]]:
+    by_step: dict[int, list[str]] = collections.defaultdict(list)
+    for row in read_jsonl(os.path.join(out, "completions.jsonl")):
+        by_step[row["step"]].append(row["prompt"])
+    return {step: sorted(prompts) for step, prompts in by_step.items()}
+
+
+def _running_requests(url: str) -> float:
+    """vLLM's own gauge of requests being processed (Prometheus text at /metrics)."""
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith("vllm:num_requests_running")]
+    assert values, "the server's /metrics has no vllm:num_requests_running"
+    return sum(values)
+
+
+def _check_async_metrics(rows: list[dict], bound: int = 1) -> None:
+    assert rows and all("train/async/staleness" in r for r in rows), rows[:1]
+    staleness = [r["train/async/staleness"] for r in rows]
+    assert max(staleness) <= bound, staleness
+    assert max(staleness) == 1, staleness  # batches after the first were sampled a step ahead
+    for r in rows:
+        assert r["train/async/rollout_wait_seconds"] >= 0
+        lo, mean, hi = (r[f"train/sampling/importance_sampling_ratio/{k}"] for k in ("min", "mean", "max"))
+        assert 0 <= lo <= mean <= hi, r
+
+
+def test_async_staleness_bound_eval_overlap_and_resume(vllm_server, tmp_path):
+    out = str(tmp_path / "run")
+    run(_cmd(vllm_server, out, 4, "--eval_steps", "2", "--save_steps", "2"), timeout=600)
+    rows = read_jsonl(os.path.join(out, "metrics.jsonl"))
+    train = _train_rows(out)
+    assert [r["step"] for r in train] == [1, 2, 3, 4]
+    _check_async_metrics(train)
+    syncs = [r for r in rows if "weight_sync/logprob_max_abs_diff" in r]
+    assert syncs and all(r["weight_sync/logprob_max_abs_diff"] <= 0.05 for r in syncs)
+    assert all(r["weight_sync/seconds"] >= 0 for r in syncs)
+    assert sorted(r["step"] for r in rows if "eval/accuracy" in r) == [0, 2, 4]  # evaluation on the same server
+    assert os.path.isfile(os.path.join(out, "checkpoint-2", COMPLETE_MARKER))
+
+    # Resume from step 2 into a second run dir: steps 3-4 train the same prompts as the uninterrupted run (the
+    # batch prefetched before the checkpoint was not lost, not trained twice: it was sampled again).
+    resumed = str(tmp_path / "resumed")
+    proc = run(_cmd(vllm_server, resumed, 4, "--eval_steps", "1000", "--save_steps", "1000",
+                    "--resume_from_checkpoint", os.path.join(out, "checkpoint-2")), timeout=600)
+    assert "checkpoint-2" in proc.stdout + proc.stderr
+    again = _train_rows(resumed)
+    assert [r["step"] for r in again] == [3, 4]
+    assert again[0]["train/async/staleness"] == 0  # regenerated with the resumed weights
+    _check_async_metrics(again[1:])
+    first, second = _prompts_by_step(out), _prompts_by_step(resumed)
+    assert second[3] == first[3] and second[4] == first[4]
+    assert first[3] != first[2]
+
+
+def test_async_sigterm_with_a_request_in_flight(vllm_server, tmp_path):
+    out = str(tmp_path / "run")
+    # Longer completions than training takes, so the next batch's request is running when the signal lands.
+    cmd = _cmd(vllm_server, out, 500, "--save_steps", "1000", "--eval_steps", "1000", "--max_completion_length", "96",
+               "--num_generations", "8", "--per_device_train_batch_size", "16")
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not os.path.isfile(os.path.join(out, "metrics.jsonl")) or len(_train_rows(out)) < 2:
+            assert proc.poll() is None, proc.stdout.read()[-4000:]
+            assert time.monotonic() < deadline, "training did not reach step 2"
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGTERM)
+        output, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 128 + signal.SIGTERM, output[-3000:]
+    assert "received SIGTERM" in output
+    assert "[async] waited" in output, output[-3000:]  # the request in flight was awaited, not abandoned
+    ckpts = [c for c in glob.glob(os.path.join(out, "checkpoint-*")) if os.path.isfile(os.path.join(c, COMPLETE_MARKER))]
+    assert len(ckpts) == 1, output[-3000:]
+    assert _running_requests(vllm_server.url) == 0
+
+
+def test_async_two_processes(vllm_server, tmp_path):
+    """DDP on CPU: each rank's next batch is gathered in the training thread; rank 0 alone posts it."""
+    out = str(tmp_path / "run")
+    run(_cmd(vllm_server, out, 3, "--eval_steps", "2", "--save_steps", "1000", config="cpu_ddp.yaml"), timeout=600)
+    train = _train_rows(out)
+    assert [r["step"] for r in train] == [1, 2, 3]
+    _check_async_metrics(train)
+    rows = read_jsonl(os.path.join(out, "metrics.jsonl"))
+    assert [r["step"] for r in rows if "eval/accuracy" in r] == [0, 2, 3]
