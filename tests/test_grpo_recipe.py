@@ -113,7 +113,7 @@ def test_sft_smoke(tmp_path):
         (["--not_a_field", "1"], "not_a_field"),
         (["--model_name_or_path", "results/checkpoints/does_not_exist"], "results/checkpoints/does_not_exist"),
         (["--reward_funcs", "r1_zero", "no_such_reward"], "no_such_reward"),
-        (["--dataset_name", "__EMPTY__"], "no usable rows"),
+        (["--dataset_name", "__EMPTY__"], "empty file (no rows)"),
         (["--dataset_name", "__NOCOL__"], "missing problem"),
     ],
 )
