@@ -114,7 +114,7 @@ def test_sft_smoke(tmp_path):
         (["--model_name_or_path", "results/checkpoints/does_not_exist"], "results/checkpoints/does_not_exist"),
         (["--reward_funcs", "r1_zero", "no_such_reward"], "no_such_reward"),
         (["--dataset_name", "__EMPTY__"], "empty file (no rows)"),
-        (["--dataset_name", "__NOCOL__"], "missing problem"),
+        (["--dataset_name", "__NOCOL__"], "no problem column"),
     ],
 )
 def test_bad_inputs_end_with_one_line_error(tmp_path, override, culprit):
@@ -123,7 +123,7 @@ def test_bad_inputs_end_with_one_line_error(tmp_path, override, culprit):
     nocol = tmp_path / "nocol.jsonl"
     nocol.write_text('{"text": "2+2", "label": 4}\n')
     override = [str(empty) if o == "__EMPTY__" else str(nocol) if o == "__NOCOL__" else o for o in override]
-    extra = ["--bad_rows", "error"] if culprit == "missing problem" else []
+    extra = ["--bad_rows", "error"] if culprit == "no problem column" else []
     proc = run([sys.executable, os.path.join(REPO, "recipes/grpo.py"), *grpo_args(str(tmp_path / "r"), 1), *extra,
                 *override], check=False, timeout=300)
     assert proc.returncode == 2, proc.stderr[-3000:]
