@@ -191,7 +191,7 @@ def _value_equal(given: str, gt: str, heavy: bool) -> bool | None:
         if "." in g + t:  # a decimal approximates: relative tolerance, never an absolute one
             return any(abs(fg - c) <= REL_TOL * max(abs(fg), abs(c)) for c in cands)
         return fg in cands
-    if _WORD.fullmatch(g) and _WORD.fullmatch(t) and (len(g) > 1 or len(t) > 1):
+    if _WORD.fullmatch(g) and _WORD.fullmatch(t) and re.search(r"[A-Za-z]{3}", g + " " + t):
         return g.lower().replace(" ", "") == t.lower().replace(" ", "")  # words
     if (fg is not None and _has_variable(t)) or (ft is not None and _has_variable(g)):
         return False  # a number never equals an expression in a free variable
@@ -408,6 +408,8 @@ def _reduce_gt(gt: str) -> str | None:
 
 def check(given: str, gt: str, heavy: bool = True) -> bool | None:
     """The careful-human verdict for one answer; None = only the symbolic half can decide (heavy=False)."""
+    if not isinstance(given, str) or not isinstance(gt, str):
+        given, gt = str(given), str(gt)
     gt_r = _reduce_gt(gt)
     if not gt_r or not gt_r.strip():
         return False
