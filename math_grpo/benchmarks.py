@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from math_grpo.cli import MathGRPOError
+from math_grpo.errors import MathGRPOError
 
 
 @dataclass(frozen=True)

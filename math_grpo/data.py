@@ -15,7 +15,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from math_grpo.cli import MathGRPOError
+from math_grpo.errors import MathGRPOError
 
 # The r1_zero template of Dr. GRPO / CS336: the model continues after "<think>" and must close with
 # "</think> <answer> ... </answer>", which is exactly what the r1_zero grader checks.

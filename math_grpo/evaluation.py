@@ -25,7 +25,7 @@ from math_grpo.benchmarks import (  # noqa: F401  (re-exported: the callback, re
     load_benchmarks,
     resolve_benchmark,
 )
-from math_grpo.cli import MathGRPOError
+from math_grpo.errors import MathGRPOError
 from math_grpo.metrics import benchmark_metrics, equivalence_groups, pass_at_k  # noqa: F401  (pass_at_k: re-export)
 from math_grpo.vllm_server import ServerError
 

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from math_grpo.cli import MathGRPOError, parse_recipe, run_cli  # noqa: E402
+from math_grpo.cli import parse_recipe, run_cli  # noqa: E402
 from math_grpo.configs import EvalArguments  # noqa: E402
+from math_grpo.errors import MathGRPOError  # noqa: E402
 
 
 @dataclass

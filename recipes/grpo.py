@@ -16,8 +16,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from math_grpo.cli import MathGRPOError, parse_recipe, run_cli  # noqa: E402
+from math_grpo.cli import parse_recipe, run_cli  # noqa: E402
 from math_grpo.configs import DEFAULT_SFT_CHECKPOINT, GRPOScriptArguments, resolve_run_dir  # noqa: E402
+from math_grpo.errors import MathGRPOError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,8 +15,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from math_grpo.cli import MathGRPOError, parse_recipe, run_cli  # noqa: E402
+from math_grpo.cli import parse_recipe, run_cli  # noqa: E402
 from math_grpo.configs import SFTScriptArguments  # noqa: E402
+from math_grpo.errors import MathGRPOError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

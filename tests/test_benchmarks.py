@@ -21,8 +21,8 @@ from math_grpo.benchmarks import (
     parse_sampling,
     resolve_benchmark,
 )
-from math_grpo.cli import MathGRPOError
 from math_grpo.data import format_completion, format_prompts, load_problems
+from math_grpo.errors import MathGRPOError
 from rewards.extract import boxed_content
 from rewards.grader import grade, grade_batch
 

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from math_grpo.cli import MathGRPOError
 from math_grpo.data import R1_ZERO_TEMPLATE, format_completion, format_prompt, format_prompts, load_problems
+from math_grpo.errors import MathGRPOError
 from rewards.grader import grade
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "data")
