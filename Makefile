@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup demo test lint bench-rewards bench-cpu clean
+.PHONY: setup demo test lint bench-rewards bench-cpu bench-async clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,10 @@ bench-rewards: setup
 
 bench-cpu: setup
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) benchmarks/cpu_step_split.py
+
+# GRPO server mode on CPU from the demo's SFT checkpoint, async_rollouts off then on; last line: step_seconds: ...
+bench-async: setup
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) benchmarks/async_step_split.py
 
 clean:
 	rm -rf $(VENV) results wandb

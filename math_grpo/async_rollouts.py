@@ -136,6 +136,7 @@ class RolloutPrefetcher:
         record = {"async/rollout_wait_seconds": self.waited_s, "async/staleness": 0.0, "async/dropped": 0.0}
         self.waited_s = 0.0
         if job is None:
+            self.history.append({"step": step, **record})
             return None, record
         if job.error is not None:
             raise job.error

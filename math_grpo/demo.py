@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--server", choices=["on", "off"], default="on",
                    help="GRPO rollouts on a vLLM CPU server (the GPU shape) or in-process transformers")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--until", choices=["sft"], default=None,
+                   help="stop after this stage (benchmarks/async_step_split.py builds its SFT start point so)")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run of every stage with a few steps (for tests; the numbers mean nothing)")
     args = p.parse_args(argv)
@@ -84,6 +86,8 @@ def main(argv: list[str] | None = None) -> None:
                      "--dataset_name", f"{data_dir}/sft.jsonl", "--output_dir", sft_dir, "--seed", str(args.seed),
                      *quick_sft),
          "SFT on the small set of worked solutions", env=SOLO)
+    if args.until == "sft":
+        return
     before = evaluate(sft_dir, f"{data_dir}/test.jsonl", f"{out}/eval_sft.json", max_tokens)
 
     grpo_args = ["--model_name_or_path", sft_dir, "--dataset_name", f"{data_dir}/train.jsonl",

@@ -17,6 +17,9 @@ What it holds and why each part needs TRL's internals (TRL 1.16 has no public ho
   generation batch ahead in the Trainer's epoch iterator (`get_batch_samples`), tokenizes the next batch's
   prompts with the private `_tokenize_prompts` when TRL's private `_prepare_inputs` starts a round (`_step`,
   `_buffered_inputs`), and `ServerVLLMGeneration.generate` takes the prefetched rollouts and posts the next.
+- Dynamic sampling (`dynamic_sampling`, `math_grpo.dynamic_sampling` says how it works): each generation round
+  goes through the private `_generate_and_score_completions`, whose scored batch the sampler filters and refills;
+  its metrics go into the private `_metrics` (the values are the same on every rank).
 - Importance-sampling ratio from the training forward (`_compute_loss`, `_get_per_token_logps_and_entropies`,
   `_generate_and_score_completions`, `_metrics`): when a generation batch is trained once within one optimizer
   step, TRL's "old" logprobs equal the training forward's own (same weights), yet TRL computes them in an extra
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import math
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -65,6 +69,7 @@ from urllib3.util.retry import Retry  # noqa: E402
 from math_grpo.async_rollouts import Lookahead, RolloutPrefetcher  # noqa: E402
 from math_grpo.checkpoints import broadcast_from_main  # noqa: E402
 from math_grpo.configs import GRPOScriptArguments, uses_server  # noqa: E402
+from math_grpo.dynamic_sampling import DynamicSampler, RefillStream  # noqa: E402
 from math_grpo.errors import ServerError, WeightSyncError  # noqa: E402
 from math_grpo.vllm_server import VLLMServerClient  # noqa: E402
 from math_grpo.weight_sync import SyncChecker, SyncSettings, tied_embedding_name, write_safetensors  # noqa: E402
@@ -230,9 +235,15 @@ class ServerVLLMGeneration(VLLMGeneration):
         """All ranks gather each parameter (ZeRO-3 collectives); rank 0 writes, then the server reloads."""
         main = self.accelerator.is_main_process
         state = {}
+        # A CPU parameter is written as it is (no copy); a GPU one is copied to CPU once; under ZeRO-3 the
+        # gathered full parameter is released after each step of the walk, so it is copied.
+        zero3 = getattr(self.accelerator.state, "deepspeed_plugin", None) is not None and \
+            self.accelerator.state.deepspeed_plugin.zero_stage == 3
         for name, param in self._iter_named_params():
             if main:
-                state[name] = param.detach().to("cpu", copy=True).contiguous()
+                tensor = param.detach()
+                tensor = tensor.to("cpu", copy=True) if zero3 or tensor.device.type != "cpu" else tensor
+                state[name] = tensor.contiguous()
         error = None
         if main:
             try:
@@ -258,10 +269,12 @@ class MathGRPOTrainer(GRPOTrainer):
     def __init__(self, *args: Any, sync_args: GRPOScriptArguments | None = None, **kwargs: Any):
         training_args = kwargs.get("args", args[2] if len(args) > 2 else None)
         self._lookahead: Lookahead | None = None
+        self._dynamic: DynamicSampler | None = None
         self._is_inputs: dict | None = None
         if not uses_server(training_args):
             super().__init__(*args, **kwargs)
             self._fused_is = fused_is_applies(self)
+            self._dynamic = make_dynamic_sampler(self, sync_args)
             return
         if sync_args is None:
             raise MathGRPOError("server mode: MathGRPOTrainer needs sync_args=script_args (the weight-sync fields)")
@@ -280,6 +293,7 @@ class MathGRPOTrainer(GRPOTrainer):
         # The `log_metric` TRL hands reward functions: averaged over ranks and logged with the step's metrics.
         vg.on_record = lambda record: [self._log_metric(k, v) for k, v in record.items()]
         self._fused_is = fused_is_applies(self)
+        self._dynamic = make_dynamic_sampler(self, sync_args)
         if getattr(sync_args, "async_rollouts", False):
             self._round_steps = max(1, math.ceil(self.args.steps_per_generation * self.num_iterations
                                                  / self.args.gradient_accumulation_steps))
@@ -319,6 +333,9 @@ class MathGRPOTrainer(GRPOTrainer):
         try:
             return super().train(*args, **kwargs)
         finally:
+            settings = getattr(getattr(self, "vllm_generation", None), "settings", None)
+            if settings is not None and settings.in_ram and self.accelerator.is_main_process:
+                shutil.rmtree(settings.sync_dir, ignore_errors=True)  # RAM is not left holding a model copy
             prefetcher = self._async()
             if prefetcher is not None:
                 client = self.vllm_generation.vllm_client
@@ -329,6 +346,23 @@ class MathGRPOTrainer(GRPOTrainer):
 
     # -- the importance-sampling ratio from the training forward -------------------------------------
     def _generate_and_score_completions(self, inputs: Any) -> Any:
+        if self._dynamic is not None and self.model.training:
+            return self._dynamic.fill(inputs, self._score_round, self._score_refill, self.state.global_step)
+        return self._score_round(inputs)
+
+    def _score_refill(self, inputs: Any) -> Any:
+        """A dynamic-sampling refill round: sampled now, never from (or into) the async prefetch."""
+        vg = getattr(self, "vllm_generation", None)
+        prefetcher = getattr(vg, "prefetcher", None)
+        if prefetcher is not None:
+            vg.prefetcher = None
+        try:
+            return self._score_round(inputs)
+        finally:
+            if prefetcher is not None:
+                vg.prefetcher = prefetcher
+
+    def _score_round(self, inputs: Any) -> Any:
         if not (self._fused_is and self.model.training):
             return super()._generate_and_score_completions(inputs)
         self.vllm_importance_sampling_correction = False  # TRL then skips the extra "old logprobs" forward
@@ -395,6 +429,21 @@ def fused_is_applies(trainer: GRPOTrainer) -> bool:
                 and args.gradient_accumulation_steps % args.steps_per_generation == 0
                 and trainer.loss_type != "vespo" and not getattr(trainer, "tools", None)
                 and getattr(trainer, "rollout_func", None) is None)
+
+
+def make_dynamic_sampler(trainer: GRPOTrainer, script_args: Any) -> DynamicSampler | None:
+    """The dynamic sampler of a run with `dynamic_sampling: true` (its refill stream is a checkpointed callback)."""
+    if not getattr(script_args, "dynamic_sampling", False):
+        return None
+    accelerator = trainer.accelerator
+    stream = RefillStream(size=len(trainer.train_dataset), seed=trainer.args.seed + 1)
+    trainer.add_callback(stream)
+    return DynamicSampler(
+        stream, trainer.train_dataset, trainer.num_generations, script_args.dynamic_sampling_max_rounds,
+        gather=gather_object, rank=accelerator.process_index, world=accelerator.num_processes,
+        pad_token_id=trainer._tokenizer.pad_token_id,
+        log=lambda key, value: trainer._metrics["train"][key].append(value),
+        say=lambda line: print(line, flush=True) if accelerator.is_main_process else None)
 
 
 def force_sync(trainer: GRPOTrainer) -> bool:

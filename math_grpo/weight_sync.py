@@ -12,6 +12,7 @@ here imports TRL.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from dataclasses import dataclass
@@ -43,14 +44,34 @@ class SyncSettings:
     min_tolerance: float = 0.05
     request_timeout: float = 600.0
     probe_max_tokens: int = 128
+    in_ram: bool = False  # sync_dir is our own folder in /dev/shm (removed when training ends)
 
     @classmethod
     def from_args(cls, script_args: GRPOScriptArguments, training_args: Any) -> SyncSettings:
-        sync_dir = script_args.weight_sync_dir or os.path.join(training_args.output_dir, "weight_sync")
-        return cls(backend=script_args.weight_sync_backend, sync_dir=os.path.abspath(sync_dir),
+        sync_dir, in_ram = script_args.weight_sync_dir, False
+        if sync_dir is None:
+            sync_dir, in_ram = default_sync_dir(training_args)
+        return cls(backend=script_args.weight_sync_backend, sync_dir=os.path.abspath(sync_dir), in_ram=in_ram,
                    check=script_args.sync_check, factor=script_args.sync_check_factor,
                    min_tolerance=script_args.sync_check_min_tolerance,
                    request_timeout=script_args.eval_request_timeout)
+
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
+RAM_DIR = "/dev/shm"
+
+
+def default_sync_dir(training_args: Any) -> tuple[str, bool]:
+    """(folder, in RAM): a folder of /dev/shm when it exists and the server is on this host (writing and reading
+    the weights then never touches a disk), else the run dir's weight_sync/."""
+    from urllib.parse import urlparse
+
+    url = getattr(training_args, "vllm_server_base_url", None)
+    host = urlparse(url).hostname if url else getattr(training_args, "vllm_server_host", None)
+    if host in LOCAL_HOSTS and os.path.isdir(RAM_DIR) and os.access(RAM_DIR, os.W_OK):
+        tag = hashlib.sha1(os.path.abspath(training_args.output_dir).encode()).hexdigest()[:12]
+        return os.path.join(RAM_DIR, f"math-grpo-sync-{os.getuid()}-{tag}"), True
+    return os.path.join(training_args.output_dir, "weight_sync"), False
 
 
 def _is_main(accelerator: Any) -> bool:
@@ -130,21 +151,23 @@ class SyncChecker:
 
 
 def write_safetensors(named_params: Any, out_dir: str, tie_lm_head_to: str | None) -> str:
-    """Save parameters to OUT_DIR/model.safetensors atomically, with an explicit `lm_head.weight` when tied.
+    """Save parameters to OUT_DIR/model.safetensors, with an explicit `lm_head.weight` when tied.
 
     vLLM's reload of a tied model from a file without `lm_head.weight` leaves a head that matches neither the
     old nor the new weights (about 2 nats off on a perturbed embedding; docs/faults.md): always write it.
+    The server reads the file only when asked to reload, after this returns, so the previous file is removed
+    first and the new one written in place: one copy of the weights in the folder (it may be RAM), not two.
     """
     from safetensors.torch import save_file
 
     os.makedirs(out_dir, exist_ok=True)
     state = dict(named_params)
     if tie_lm_head_to is not None and "lm_head.weight" not in state:
-        state["lm_head.weight"] = state[tie_lm_head_to].clone()
+        state["lm_head.weight"] = state[tie_lm_head_to].clone()  # safetensors refuses tensors sharing memory
     path = os.path.join(out_dir, "model.safetensors")
-    tmp = path + ".partial"
-    save_file(state, tmp, metadata={"format": "pt"})
-    os.replace(tmp, path)
+    if os.path.exists(path):
+        os.remove(path)
+    save_file(state, path, metadata={"format": "pt"})
     return path
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -107,7 +108,17 @@ def test_grpo_trainer_server_mode_filesystem_sync(vllm_server, tmp_path):
     assert "model.embed_tokens.weight" in changed and len(changed) > len(before) // 2
     logged = [h for h in trainer.state.log_history if "weight_sync/logprob_max_abs_diff" in h]
     assert len(logged) >= 3
-    assert os.path.isfile(tmp_path / "run" / "weight_sync" / "model.safetensors")
+    # The server is on this host: the weights go through RAM (/dev/shm) when it exists, else the run dir.
+    settings = trainer.vllm_generation.settings
+    try:
+        assert os.path.isfile(os.path.join(settings.sync_dir, "model.safetensors"))
+        ram = os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK)
+        assert settings.in_ram == ram and settings.sync_dir.startswith("/dev/shm/") == ram, settings
+        if not ram:
+            assert settings.sync_dir == str(tmp_path / "run" / "weight_sync")
+    finally:
+        if settings.in_ram:
+            shutil.rmtree(settings.sync_dir, ignore_errors=True)
 
 
 def test_unreachable_server_error_names_url_within_timeout():
