@@ -201,6 +201,16 @@ class GRPOScriptArguments(DataArguments, EvalArguments, StopArguments):
         metadata={"help": "async_rollouts: a batch trains at most this many optimizer steps after the weights it "
                           "was sampled with (an older one is sampled again)."},
     )
+    dynamic_sampling: bool = field(
+        default=False,
+        metadata={"help": "DAPO dynamic sampling: drop groups whose completions all get the same reward and refill "
+                          "the batch with groups of new prompts (math_grpo.dynamic_sampling)."},
+    )
+    dynamic_sampling_max_rounds: int = field(
+        default=3,
+        metadata={"help": "dynamic_sampling: generation rounds per step at most, the first included; then the step "
+                          "trains on the groups it has (logged)."},
+    )
 
     def field_problems(self) -> list[str]:
         problems = [*super().field_problems(), *_one_of("grader_mode", self.grader_mode, GRADER_MODES),
@@ -208,7 +218,8 @@ class GRPOScriptArguments(DataArguments, EvalArguments, StopArguments):
                     *_positive("grader_timeout", self.grader_timeout),
                     *_positive("max_prompt_length", self.max_prompt_length, optional=True),
                     *_positive("sync_check_factor", self.sync_check_factor),
-                    *_positive("max_staleness", self.max_staleness)]
+                    *_positive("max_staleness", self.max_staleness),
+                    *_positive("dynamic_sampling_max_rounds", self.dynamic_sampling_max_rounds)]
         if not self.reward_funcs:
             problems.append("reward_funcs: empty; name at least one (r1_zero)")
         unknown = [n for n in self.reward_funcs if n not in REWARD_FUNCS]
