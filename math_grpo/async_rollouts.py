@@ -158,7 +158,7 @@ class RolloutPrefetcher:
             return None
         self.pending = None
         if not job.thread.is_alive():
-            return "the prefetched rollouts were not needed (dropped)"
+            return "the rollout request posted for the next step was answered; dropped (nothing trains on it)"
         t0 = time.perf_counter()
         job.thread.join(timeout)
         if job.thread.is_alive() and abort is not None:

@@ -338,7 +338,7 @@ class MathGRPOTrainer(GRPOTrainer):
                 shutil.rmtree(settings.sync_dir, ignore_errors=True)  # RAM is not left holding a model copy
             prefetcher = self._async()
             if prefetcher is not None:
-                client = self.vllm_generation.vllm_client
+                client = getattr(self.vllm_generation, "vllm_client", None)  # rank 0 only
                 note = prefetcher.close(self.vllm_generation.settings.request_timeout,
                                         abort=client.session.close if client is not None else None)
                 if note and self.accelerator.is_main_process:
