@@ -50,6 +50,19 @@ def parse_recipe(dataclass_types: Sequence[type], args: Sequence[str] | None = N
             raise MathGRPOError(f"{config}: a recipe must be a YAML mapping of field: value")
     parser = TrlParser(list(dataclass_types))
     parser.allow_abbrev = False  # `--learning_rat` must be an error, not a silent prefix match
+    # Unknown names first: building the dataclasses runs their checks (TrainingArguments' bf16-needs-a-GPU
+    # among them), which would otherwise report a misspelt field's side effect instead of the misspelling.
+    fields = {action.dest for action in parser._actions} | {"env"}  # `env:` sets variables (TrlParser)
+    unknown = [k for k in content if k not in fields] if config is not None else []
+    flags = [a.split("=", 1)[0] for i, a in enumerate(args) if a.startswith("--") and a != "--config"
+             and (i == 0 or args[i - 1] != "--config")]
+    unknown_flags = [f for f in flags if f not in parser._option_string_actions]
+    if unknown:
+        known = ", ".join(t.__name__ for t in dataclass_types)
+        raise MathGRPOError(f"{where}: unknown field(s) {', '.join(map(str, unknown))} (not a field of {known}); "
+                            f"check the spelling")
+    if unknown_flags:
+        raise MathGRPOError(f"command line: unknown argument(s) {' '.join(unknown_flags)}; check the spelling")
     try:
         return parser.parse_args_and_config(args)
     except ValueError as exc:

@@ -85,6 +85,12 @@ def parse_options(argv: Sequence[str]) -> Options:
         else:
             opts.overrides.append(arg)
         i += 1
+    if opts.port is not None and not 1 <= opts.port <= 65535:
+        raise MathGRPOError(f"--port: {opts.port} is not a port (1-65535)")
+    if opts.health_timeout is not None and not opts.health_timeout > 0:
+        raise MathGRPOError(f"--health-timeout: {opts.health_timeout:g} must be a positive number of seconds")
+    if opts.kv_cache_bytes is not None and opts.kv_cache_bytes <= 0:
+        raise MathGRPOError(f"--kv-cache-bytes: {opts.kv_cache_bytes} must be positive")
     if not opts.recipe:
         raise MathGRPOError("usage: python -m math_grpo.launch [options] RECIPE.yaml [overrides] (see --help)")
     if not os.path.isfile(opts.recipe):

@@ -133,7 +133,10 @@ def validate_launch(script_args: GRPOScriptArguments, training_args: Any, model_
                 int(training_args.vllm_server_port) != int(port):
             problems.append(f"--port {port} but the recipe's vllm_server_port is {training_args.vllm_server_port}: "
                             f"the trainer would talk to the wrong port; pass --vllm_server_port {port} too")
-        if check_port and not port_is_free(host, want_port):
+        if not 1 <= want_port <= 65535:
+            problems.append(f"{'--port' if port is not None else 'vllm_server_port'}: {want_port} is not a port "
+                            f"(1-65535)")
+        elif check_port and not port_is_free(host, want_port):
             problems.append(f"port {want_port} on {host} is already in use (another vLLM server?); stop it or "
                             f"choose another port (--port P --vllm_server_port P)")
         if max_model_len is None:
