@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup demo test lint bench-rewards bench-cpu bench-async clean
+.PHONY: setup demo test lint bench-rewards bench-cpu bench-async bench-dynamic clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,11 @@ bench-cpu: setup
 # GRPO server mode on CPU from the demo's SFT checkpoint, async_rollouts off then on; last line: step_seconds: ...
 bench-async: setup
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) benchmarks/async_step_split.py
+
+# GRPO from the demo's SFT checkpoint, dynamic_sampling off then on for the same training time, held-out greedy
+# accuracy of both; last line: dynamic_sampling: off=<acc> on=<acc> seconds=<budget>
+bench-dynamic: setup
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) benchmarks/dynamic_sampling_bench.py
 
 clean:
 	rm -rf $(VENV) results wandb
