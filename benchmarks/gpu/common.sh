@@ -17,7 +17,7 @@ RUNS=$WORK/runs
 LIMIT=${LIMIT:-540}
 mkdir -p "$RES" "$RUNS"
 RES=$(cd "$RES" && pwd)
-export PYTHONPATH=$REPO:$REPO/benchmarks/gpu/hook
+export PYTHONPATH=$REPO:$REPO/benchmarks/gpu/hook${PYTHONPATH:+:$PYTHONPATH}  # keeps a --target install
 export PYTHON=python3 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 WANDB_MODE=disabled TQDM_DISABLE=1
 # NVLink multicast (NVLS) off, as on the hosts these numbers come from: some virtualised multi-GPU hosts hang
 # in NCCL set-up with it. Remove on a host where NVLS works.

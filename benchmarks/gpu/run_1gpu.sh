@@ -13,6 +13,7 @@
 #   server    (b) python -m math_grpo.launch with recipes/qwen2.5-math-1.5b/grpo_1gpu.yaml: vLLM server on the
 #             same GPU (0.35), filesystem weight sync + logprob check, evaluation of 500 problems every
 #             EVAL_STEPS steps
+#   server_async  the same with async_rollouts (generation of the next batch overlaps this one's training)
 #   raw       the raw vLLM engine (benchmarks/gpu/raw_engine.py) on the same prompts and sampling, plus the
 #             variants without detokenization / logprobs (raw_variants.json)
 #   summary   benchmarks/gpu/summarize.py over everything in RESULTS_DIR
@@ -57,23 +58,28 @@ run_colocate() {  # NAME GENERATION_KWARGS
 stage_colocate() { run_colocate colocate '{"ignore_eos": true}'; }
 stage_colocate_nodetok() { run_colocate colocate_nodetok '{"ignore_eos": true, "detokenize": false}'; }
 
-stage_server() {
-  log "server: (b) the launcher, server on the same GPU, filesystem sync, eval every $EVAL_STEPS steps"
-  rm -rf "$RUNS/server" "$RES/server_timing.jsonl"
-  monitor "$RES/server_gpumem.csv"
-  BENCH_ENGINE_PROBE=1 BENCH_TIMING_OUT=$RES/server_timing.jsonl timeout -k 60 "$LIMIT" python3 -m math_grpo.launch \
+run_server() {  # NAME [EXTRA RECIPE OVERRIDES ...]
+  local name=$1
+  shift
+  log "$name: (b) the launcher, server on the same GPU, filesystem sync, eval every $EVAL_STEPS steps $*"
+  rm -rf "$RUNS/$name" "$RES/${name}_timing.jsonl"
+  monitor "$RES/${name}_gpumem.csv"
+  BENCH_ENGINE_PROBE=1 BENCH_TIMING_OUT=$RES/${name}_timing.jsonl timeout -k 60 "$LIMIT" python3 -m math_grpo.launch \
     --server-gpus 0 --trainer-gpus 0 --accelerate-config accelerate_configs/zero2.yaml \
-    recipes/qwen2.5-math-1.5b/grpo_1gpu.yaml "${COMMON[@]}" --output_dir "$RUNS/server" \
+    recipes/qwen2.5-math-1.5b/grpo_1gpu.yaml "${COMMON[@]}" --output_dir "$RUNS/$name" \
     --per_device_train_batch_size 32 --gradient_accumulation_steps 8 --steps_per_generation 8 \
     --num_generations 8 --max_completion_length 512 --generation_kwargs '{"ignore_eos": true}' \
     --benchmarks synthetic --eval_max_samples 500 --eval_steps "$EVAL_STEPS" --max_steps "$SERVER_STEPS" \
-    --report_to none --save_strategy no 2>&1 | tee "$RES/server.log"
+    --report_to none --save_strategy no "$@" 2>&1 | tee "$RES/$name.log"
   local rc=$?
   unmonitor
-  cp -f "$RUNS/server/server.log" "$RES/server_vllm.log" 2>/dev/null
-  cp -f "$RUNS/server/metrics.jsonl" "$RES/server_metrics.jsonl" 2>/dev/null
+  cp -f "$RUNS/$name/server.log" "$RES/${name}_vllm.log" 2>/dev/null
+  cp -f "$RUNS/$name/metrics.jsonl" "$RES/${name}_metrics.jsonl" 2>/dev/null
   return $rc
 }
+stage_server() { run_server server; }
+# the overlap: the next batch is sampled on the server while this one trains (math_grpo/async_rollouts.py)
+stage_server_async() { run_server server_async --async_rollouts true --max_staleness 1; }
 
 stage_raw() {
   log "raw: the vLLM engine alone, same prompts and sampling"
@@ -91,5 +97,5 @@ stage_raw() {
   return "$rc2"
 }
 
-(( $# )) || set -- base zero2 colocate colocate_nodetok server raw summary
+(( $# )) || set -- base zero2 colocate colocate_nodetok server server_async raw summary
 run_stages "$@"
