@@ -139,3 +139,18 @@ def test_dynamic_sampling_two_processes(vllm_server, tmp_path):
     assert [r["step"] for r in train] == [1, 2]
     assert all(r["train/dynamic_sampling/rounds"] == 2 for r in train)
     assert [r["train/dynamic_sampling/refill_prompts_total"] for r in train] == [4, 8]  # 2 ranks x 8 rows / G
+
+
+def test_dynamic_sampling_with_async_rollouts(vllm_server, tmp_path):
+    """Refill rounds are sampled at once and leave the prefetched next batch alone: it still trains a step
+    later (staleness 1, never dropped)."""
+    out = str(tmp_path / "run")
+    run(accelerate_cmd("cpu.yaml", "recipes/grpo.py", "--config", RECIPE,
+                       *small_run(vllm_server.model, vllm_server.data, out, 3, "--vllm_server_base_url",
+                                  vllm_server.url, *DYNAMIC, "--async_rollouts", "true",
+                                  "--vllm_importance_sampling_correction", "true")), timeout=600)
+    train = _train_rows(out)
+    assert [r["step"] for r in train] == [1, 2, 3]
+    assert all(r["train/dynamic_sampling/rounds"] == 2 for r in train)
+    assert [r["train/async/staleness"] for r in train] == [0, 1, 1]
+    assert all(r["train/async/dropped"] == 0 for r in train)
