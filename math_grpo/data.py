@@ -430,7 +430,8 @@ def format_prompts(dataset: Dataset, template: str = "r1_zero", with_completion:
 
 def drop_long_prompts(dataset: Dataset, tokenizer: Any, max_tokens: int, verbose: bool = True) -> Dataset:
     """Drop rows whose prompt is longer than `max_tokens` tokens (TRL 1.16 would otherwise keep them whole)."""
-    lengths = [len(ids) for ids in tokenizer(dataset["prompt"], add_special_tokens=False)["input_ids"]]
+    prompts = list(dataset["prompt"])  # datasets 5 returns a lazy Column, which tokenizers refuse
+    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
     keep = [i for i, n in enumerate(lengths) if n <= max_tokens]
     if not keep:
         raise MathGRPOError(f"max_prompt_length={max_tokens}: every prompt is longer (shortest: {min(lengths)} tokens)")
