@@ -34,7 +34,7 @@ demo: setup
 	PATH=$(abspath $(VENV))/bin:$$PATH bash launch/demo.sh
 
 test: setup
-	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q tests
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q --durations=15 tests
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

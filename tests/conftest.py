@@ -40,10 +40,14 @@ class ServerHandle:
     pid: int
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def reserve_port() -> tuple[int, socket.socket]:
+    """A loopback port no other test can take: bound (SO_REUSEADDR, never listening) until the caller closes
+    the socket. A server binding with SO_REUSEADDR, as vLLM's does, can still listen on it; a connect to it
+    before then is refused. (Bind-then-close would leave a window for another test to take the port.)"""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1], s
 
 
 def group_processes(pgid: int) -> list[str]:
@@ -64,7 +68,7 @@ def vllm_server() -> ServerHandle:
     from math_grpo.vllm_server import ServerProcess, ServerSpec
 
     assets = tiny_assets()
-    port = free_port()
+    port, reservation = reserve_port()
     log = os.path.join(tempfile.mkdtemp(prefix="math-grpo-vllm-"), "server.log")
     spec = ServerSpec(model=assets["model"], port=port, dtype="float32", max_model_len=512,
                       kv_cache_bytes=256 * 2**20)
@@ -76,5 +80,6 @@ def vllm_server() -> ServerHandle:
         yield ServerHandle(url=server.url, port=port, model=assets["model"], data=assets["data"], log=log, pid=pid)
     finally:
         server.stop()
+        reservation.close()
         left = group_processes(pid)
         assert not left, f"vLLM server processes left behind: {left}"
