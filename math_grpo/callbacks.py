@@ -129,9 +129,9 @@ class CompletionSamplesCallback(TrainerCallback):
 class NonFiniteGuard(TrainerCallback):
     """Stops the run on a NaN/inf loss, gradient norm or weight, and never saves non-finite weights.
 
-    A checkpoint of inf weights is worse than none: it is what `resume auto` would pick. So every save is
-    preceded by a finiteness check of the parameters (cheap next to writing them), and the run stops with the
-    last good checkpoint intact.
+    A checkpoint of inf weights is worse than none: it is what `resume auto` would pick. So the parameters
+    are checked after every step (cheap next to the step), before any save, and the run stops with the last
+    good checkpoint intact.
     """
 
     def __init__(self, keys: tuple[str, ...] = ("loss", "grad_norm")):
@@ -140,7 +140,10 @@ class NonFiniteGuard(TrainerCallback):
         self.saved_on_trip = False
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if control.should_save and model is not None and not self.tripped and not _weights_finite(model):
+        # Every step, not only before a save: an update can overflow the weights while the loss and gradient
+        # norm it was computed from were finite, and the next step's sampling then dies on NaN probabilities
+        # (a traceback, not this guard's message). All ranks decide together, or the next collective hangs.
+        if model is not None and not self.tripped and _any_rank(not _weights_finite(model)):
             self.tripped = (state.global_step, "weights", float("nan"))
             control.should_save = False
             control.should_training_stop = True
