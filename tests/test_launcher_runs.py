@@ -1,0 +1,192 @@
+"""The launcher (`python -m math_grpo.launch`) end to end on CPU: its normal path (server started, training,
+clean exit, server stopped, nothing left), a signal during training, resume through it, and `--server-url`
+to a server that is already running. Everything is polled with a deadline; nothing waits a fixed time.
+
+Server faults through the launcher (server killed mid-run, a signal while it starts) are in
+tests/test_server_grpo.py."""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from _tiny import REPO, read_jsonl
+from conftest import group_processes, reserve_port
+from test_server_grpo import RECIPE, _kill_group, _read, _server_child, small_run
+
+from math_grpo.checkpoints import COMPLETE_MARKER
+from math_grpo.vllm_server import VLLMServerClient
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
+
+def launch(args: list[str], log_path: str) -> subprocess.Popen:
+    """The launcher in its own session, its output in a file (a pipe nobody reads would block it)."""
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "w") as log:
+        return subprocess.Popen([sys.executable, "-m", "math_grpo.launch", *args], cwd=REPO, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def train_steps(run_dir: str) -> list[int]:
+    path = os.path.join(run_dir, "metrics.jsonl")
+    return [r["step"] for r in read_jsonl(path) if "train/loss" in r] if os.path.isfile(path) else []
+
+
+def processes_using(run_dir: str) -> list[str]:
+    """Live processes whose command line names the run dir (the training ranks and `accelerate launch`)."""
+    ps = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True).stdout
+    return [ln.strip() for ln in ps.splitlines() if run_dir in ln and ln.split(None, 2)[1][0] != "Z"]
+
+
+def wait_for(what: str, ready, proc: subprocess.Popen, log: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, f"launcher exited {proc.returncode} before {what}:\n{_read(log)[-4000:]}"
+        assert time.monotonic() < deadline, f"no {what} within {timeout:.0f} s:\n{_read(log)[-3000:]}"
+        time.sleep(0.2)
+
+
+def assert_all_gone(run_dir: str, *pgids: int, timeout: float = 60) -> None:
+    """Poll (a group can take a moment to be reaped) until no process of the run is left, else fail."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [p for g in pgids for p in group_processes(g)] + processes_using(run_dir)
+        if not left:
+            return
+        assert time.monotonic() < deadline, f"left behind after the launcher exited: {left}"
+        time.sleep(0.2)
+
+
+def complete_checkpoints(run_dir: str) -> list[int]:
+    return sorted(int(c.rsplit("-", 1)[1]) for c in glob.glob(os.path.join(run_dir, "checkpoint-*"))
+                  if os.path.isfile(os.path.join(c, COMPLETE_MARKER)))
+
+
+@pytest.mark.timeout(1800)  # two launcher runs, the first starting its own server
+def test_launcher_normal_run_then_resume_with_server_url(vllm_server, tmp_path):
+    out, log = str(tmp_path / "run"), str(tmp_path / "launch.log")
+    port, reservation = reserve_port()
+    proc, server_pid = None, None
+    try:
+        proc = launch(["--port", str(port), RECIPE, *small_run(vllm_server.model, vllm_server.data, out, 2,
+                                                                "--save_steps", "2", "--eval_steps", "1000")], log)
+        server_pid = _server_child(proc.pid, 120)
+        client = VLLMServerClient(f"http://127.0.0.1:{port}")
+        wait_for("a healthy server", lambda: client.is_healthy(timeout=2), proc, log, 420)
+        assert listening_addresses(port) == {"127.0.0.1"}  # the default --host: loopback only
+        proc.wait(timeout=600)
+    finally:
+        reservation.close()
+        if proc is not None and proc.poll() is None:
+            _kill_group(proc.pid)
+        if server_pid:
+            _kill_group(server_pid)
+    text = _read(log)
+    assert proc.returncode == 0, text[-4000:]
+    assert f"starting the vLLM server (CPU build) for {vllm_server.model} at http://127.0.0.1:{port}" in text
+    assert "stopping the vLLM server" in text
+    assert_all_gone(out, server_pid, proc.pid)
+    assert train_steps(out) == [1, 2] and complete_checkpoints(out) == [2]
+    rows = read_jsonl(os.path.join(out, "metrics.jsonl"))
+    assert [r for r in rows if "weight_sync/logprob_max_abs_diff" in r], "rollouts did not come from the server"
+    assert os.path.getsize(os.path.join(out, "server.log")) > 0
+
+    # Resume through the launcher, against the session's server (--server-url: nothing started or stopped).
+    log2 = str(tmp_path / "resume.log")
+    proc = launch(["--server-url", vllm_server.url, RECIPE,
+                   *small_run(vllm_server.model, vllm_server.data, out, 3, "--save_steps", "1000", "--eval_steps",
+                              "1000", "--resume_from_checkpoint", "auto")], log2)
+    try:
+        proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            _kill_group(proc.pid)
+    text = _read(log2)
+    assert proc.returncode == 0, text[-4000:]
+    assert "resuming from" in text and "checkpoint-2" in text, text[-3000:]
+    assert train_steps(out)[-1:] == [3] and train_steps(out).count(3) == 1  # went on from 2, not from 0
+    assert "starting the vLLM server" not in text and "stopping the vLLM server" not in text
+    assert_all_gone(out, proc.pid)
+    assert group_processes(vllm_server.pid) and VLLMServerClient(vllm_server.url).is_healthy()
+
+
+@pytest.mark.parametrize("sig, own_server", [(signal.SIGINT, True), (signal.SIGTERM, False)],
+                         ids=["SIGINT-own-server", "SIGTERM-server-url"])
+def test_launcher_signal_during_training_saves_and_exits_128_plus_n(vllm_server, tmp_path, sig, own_server):
+    """Ctrl-C / a scheduler's SIGTERM to the launcher mid-training: the ranks checkpoint at the end of the
+    step, the launcher exits 128+n and stops the server it started (and leaves alone one it was given)."""
+    out, log = str(tmp_path / "run"), str(tmp_path / "launch.log")
+    train = small_run(vllm_server.model, vllm_server.data, out, 500, "--save_steps", "1000", "--eval_steps", "1000")
+    port, reservation = reserve_port()
+    where = ["--port", str(port)] if own_server else ["--server-url", vllm_server.url]
+    proc, server_pid = None, None
+    try:
+        proc = launch([*where, RECIPE, *train], log)
+        if own_server:
+            server_pid = _server_child(proc.pid, 120)
+        wait_for("training step 2", lambda: len(train_steps(out)) >= 2, proc, log, 480)
+        proc.send_signal(sig)  # the launcher alone, as a terminal's Ctrl-C or `kill PID` would
+        proc.wait(timeout=300)
+    finally:
+        reservation.close()
+        if proc is not None and proc.poll() is None:
+            _kill_group(proc.pid)
+        if server_pid:
+            _kill_group(server_pid)
+    text = _read(log)
+    assert proc.returncode == 128 + sig, text[-4000:]
+    assert f"[launch] got {signal.Signals(sig).name}" in text and "received SIGTERM" in text, text[-3000:]
+    saved = complete_checkpoints(out)
+    assert len(saved) == 1 and saved[0] >= 2 and saved[0] == train_steps(out)[-1], (saved, text[-3000:])
+    assert not glob.glob(os.path.join(out, "checkpoint-*.incomplete-*"))
+    assert_all_gone(out, proc.pid, *([server_pid] if server_pid else []))
+    if own_server:
+        assert "stopping the vLLM server" in text
+    else:
+        assert "stopping the vLLM server" not in text
+        assert group_processes(vllm_server.pid) and VLLMServerClient(vllm_server.url).is_healthy()
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses with a socket listening on `port` (IPv4, from /proc/net/tcp: state 0A is LISTEN)."""
+    found = set()
+    with open("/proc/net/tcp", encoding="ascii") as f:
+        for line in f.readlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            addr, p = local.split(":")
+            if state == "0A" and int(p, 16) == port:
+                found.add(".".join(str(int(addr[i:i + 2], 16)) for i in (6, 4, 2, 0)))
+    return found
+
+
+def test_launcher_health_timeout_expiry_is_one_line_and_stops_the_server(vllm_server, tmp_path):
+    """A server that is not healthy within --health-timeout (a CPU start takes about 90 s; 3 s is given):
+    one error line naming the URL and the timeout, exit 2, the half-started server stopped; meanwhile it
+    listens on loopback only (the default --host)."""
+    out, log = str(tmp_path / "run"), str(tmp_path / "launch.log")
+    port, reservation = reserve_port()
+    proc = None
+    try:
+        proc = launch(["--port", str(port), "--health-timeout", "3", RECIPE,
+                       *small_run(vllm_server.model, vllm_server.data, out, 2)], log)
+        proc.wait(timeout=300)
+    finally:
+        reservation.close()
+        if proc is not None and proc.poll() is None:
+            _kill_group(proc.pid)
+    text = _read(log)
+    errors = [ln for ln in text.splitlines() if ln.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1, text[-3000:]
+    assert f"http://127.0.0.1:{port}" in errors[0] and "not healthy after 3 s" in errors[0], errors
+    assert "stopping the vLLM server" in text and "Traceback" not in text
+    assert_all_gone(out, proc.pid)
+    assert not [ln for ln in subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True).stdout.splitlines()
+                if f"--port {port}" in ln and "vllm.entrypoints" in ln], "server left behind"
+    assert not os.path.isdir(os.path.join(out, "checkpoint-1"))  # training never started
