@@ -162,3 +162,53 @@ def test_prompt_longer_than_server_context_is_counted_not_fatal(vllm_server, tmp
     assert result.metrics["eval/long/num_problems"] == 3
     refused = result.records[1]
     assert refused["response"] == "" and refused["num_tokens"] == 0 and refused["answer_reward"] == 0
+
+
+class GoldOnEveryOtherRow:
+    """A real generator (server or in-process) whose answers are then set per problem: the gold answer for
+    the rows in `right`, a wrong one for the others, both in the r1_zero format. Rows are found by their
+    prompt text, not by position, so an evaluation that paired outputs with the wrong rows would score wrong."""
+
+    def __init__(self, inner, answers: dict[str, tuple[str, bool]]):
+        self.inner, self.answers = inner, answers
+        self.batch_size = 3  # several batches: the pairing must survive them
+
+    def generate(self, prompts, sampling):
+        out = self.inner.generate(prompts, sampling)
+        assert len(out) == len(prompts) and all(len(g) == sampling.n for g in out)
+        rows = []
+        for prompt, group in zip(prompts, out):
+            gold, right = self.answers[prompt]
+            answer = gold if right else f"{gold}7"
+            rows.append([{**c, "text": f"{c['text'][:20]} </think> <answer> {answer} </answer>"} for c in group])
+        return rows
+
+
+def _known_accuracy_check(generator_for, tmp_path):
+    from math_grpo.data import format_prompt
+
+    rows = [{"problem": f"What is {a} plus {b}?", "answer": str(a + b)} for a, b in zip(range(3, 14), range(20, 31))]
+    path = tmp_path / "known.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    benches = load_benchmarks([f"known={path}"])
+    right = {i for i in range(len(rows)) if i % 2 == 0}  # 6 of 11
+    answers = {format_prompt(r["problem"], "r1_zero"): (r["answer"], i in right) for i, r in enumerate(rows)}
+    result = evaluate(GoldOnEveryOtherRow(generator_for(), answers), benches, SamplingSettings(max_tokens=8, n=1))
+    m = result.metrics
+    assert m["eval/known/accuracy"] == pytest.approx(6 / 11, abs=1e-12) == m["eval/accuracy"]
+    assert m["eval/known/format_accuracy"] == 1.0 and m["eval/known/num_problems"] == 11
+    assert [r["answer_reward"] > 0 for r in result.records] == [i in right for i in range(len(rows))]
+    assert [r["index"] for r in result.records] == list(range(len(rows)))
+
+
+def test_known_accuracy_through_the_server(vllm_server, tmp_path):
+    model, _ = _model(vllm_server.model)
+    client = _reset_server(vllm_server, model, tmp_path)
+    _known_accuracy_check(lambda: ServerGenerator(client, batch_size=4), tmp_path)
+
+
+def test_known_accuracy_in_process(tmp_path):
+    from _tiny import tiny_assets
+
+    model, tok = _model(tiny_assets()["model"])
+    _known_accuracy_check(lambda: TransformersGenerator(model, tok, batch_size=4), tmp_path)
