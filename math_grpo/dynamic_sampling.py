@@ -159,8 +159,8 @@ class DynamicSampler:
         groups = kept[:target] + [[masked(r) for r in grp] for grp in dropped[:target - signal]]
         rows = [r for grp in groups for r in grp]
         mine = stack_rows(rows[self.rank * local:(self.rank + 1) * local], self.pad, out["advantages"].device)
-        loss_mask = torch.stack([r["completion_mask"] * r.get("tool_mask", 1) for r in rows])
-        mine["num_items_in_batch"] = loss_mask.sum().to(out["advantages"].device)
+        items = sum(int((r["completion_mask"] * r.get("tool_mask", 1)).sum()) for r in rows)  # rows of any width
+        mine["num_items_in_batch"] = torch.tensor(items, device=out["advantages"].device)
         record = {"dynamic_sampling/dropped_fraction": 1.0 - len(kept) / generated,
                   "dynamic_sampling/rounds": float(rounds), "dynamic_sampling/prompts_consumed": float(generated),
                   "dynamic_sampling/batch_filled": signal / target,

@@ -8,7 +8,7 @@ import torch
 from transformers import TrainerState
 
 from math_grpo.configs import GRPOScriptArguments
-from math_grpo.dynamic_sampling import RefillStream, stack_rows, to_rows, zero_variance
+from math_grpo.dynamic_sampling import DynamicSampler, RefillStream, stack_rows, to_rows, zero_variance
 from math_grpo.errors import ConfigError
 
 
@@ -49,3 +49,39 @@ def test_zero_variance_groups_and_unsupported_fields():
 def test_max_rounds_must_be_positive():
     with pytest.raises(ConfigError, match="dynamic_sampling_max_rounds"):
         GRPOScriptArguments(dataset_name="x.jsonl", dynamic_sampling=True, dynamic_sampling_max_rounds=0)
+
+
+def _scored(advantages: list[float], width: int) -> dict:
+    """A scored batch as TRL's _generate_and_score_completions returns it (one process), completions `width` wide."""
+    n = len(advantages)
+    return {"prompt_ids": torch.arange(n * 2).view(n, 2), "prompt_mask": torch.ones(n, 2, dtype=torch.long),
+            "completion_ids": torch.full((n, width), 5), "completion_mask": torch.ones(n, width, dtype=torch.long),
+            "advantages": torch.tensor(advantages), "num_items_in_batch": torch.tensor(n * width)}
+
+
+def test_fill_across_rounds_of_different_widths_keeps_signal_groups_only():
+    """Round 1 has one signal group of two; the refill round (wider completions) brings the second. The batch
+    is full, in order, with the token count of the rows it holds; the zero-variance group is gone."""
+    rounds = iter([_scored([1.0, -1.0, 0.0, 0.0], 3), _scored([0.0, 0.0, 0.5, -0.5], 5)])
+    log: dict[str, float] = {}
+    sampler = DynamicSampler(RefillStream(size=8, seed=0), [{"prompt": f"p{i}"} for i in range(8)],
+                             num_generations=2, max_rounds=3, gather=lambda rows: rows, rank=0, world=1,
+                             pad_token_id=0, log=log.__setitem__, say=print)
+    out = sampler.fill([{"prompt": "a"}] * 4, lambda b: next(rounds), lambda b: next(rounds), step=0)
+    assert out["advantages"].tolist() == [1.0, -1.0, 0.5, -0.5]
+    assert out["completion_ids"].shape == (4, 5) and int(out["num_items_in_batch"]) == 2 * 3 + 2 * 5
+    assert log["dynamic_sampling/rounds"] == 2 and log["dynamic_sampling/batch_filled"] == 1.0
+    assert log["dynamic_sampling/dropped_fraction"] == 0.5 and log["dynamic_sampling/prompts_consumed"] == 4
+    assert sampler.stream.consumed == 2  # one refill round of two prompts
+
+
+def test_fill_at_the_bound_masks_what_it_lacks(capsys):
+    sampler = DynamicSampler(RefillStream(size=8, seed=0), [{"prompt": f"p{i}"} for i in range(8)],
+                             num_generations=2, max_rounds=2, gather=lambda rows: rows, rank=0, world=1,
+                             pad_token_id=0, log=lambda k, v: None, say=print)
+    rounds = iter([_scored([0.0, 0.0, 0.0, 0.0], 3), _scored([0.0, 0.0, 0.25, -0.25], 4)])
+    out = sampler.fill([{"prompt": "a"}] * 4, lambda b: next(rounds), lambda b: next(rounds), step=7)
+    assert out["advantages"].tolist() == [0.25, -0.25, 0.0, 0.0]
+    assert out["completion_mask"][2:].sum() == 0 and int(out["num_items_in_batch"]) == 2 * 4
+    assert sampler.history[-1]["dynamic_sampling/batch_filled"] == 0.5
+    assert "step 7: 1 of 2 groups carry a learning signal after 2 rounds" in capsys.readouterr().out
