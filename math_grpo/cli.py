@@ -64,7 +64,7 @@ def parse_recipe(dataclass_types: Sequence[type], args: Sequence[str] | None = N
     if unknown_flags:
         raise MathGRPOError(f"command line: unknown argument(s) {' '.join(unknown_flags)}; check the spelling")
     try:
-        return parser.parse_args_and_config(args)
+        parsed = parser.parse_args_and_config(args)
     except ValueError as exc:
         msg = str(exc)
         known = ", ".join(t.__name__ for t in dataclass_types)
@@ -76,6 +76,13 @@ def parse_recipe(dataclass_types: Sequence[type], args: Sequence[str] | None = N
         if "not used by the HfArgumentParser" in msg:
             raise MathGRPOError(f"{where}: unknown argument(s) {msg.split(':', 1)[-1].strip()}") from None
         raise MathGRPOError(f"{where}: {_first_line(exc)}") from None
+    for section in parsed:
+        # The Trainer pickles its arguments into every checkpoint (training_args.bin): a hub token there would
+        # travel with each copy of the checkpoint. huggingface_hub reads it from HF_TOKEN just as well.
+        if getattr(section, "hub_token", None):
+            os.environ.setdefault("HF_TOKEN", section.hub_token)
+            section.hub_token = None
+    return parsed
 
 
 def run_cli(main: Callable[[], Any]) -> None:
