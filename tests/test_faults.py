@@ -12,11 +12,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
 from _tiny import REPO, accelerate_cmd, read_jsonl, run
-from test_grpo_recipe import grpo_args
+from test_grpo_recipe import grpo_args, two_step_run
 
 from math_grpo.checkpoints import COMPLETE_MARKER
 
@@ -33,19 +34,25 @@ def _train_steps(run_dir: str) -> list[int]:
 def _interrupt_after(cmd: list[str], out: str, steps: int, interrupt) -> subprocess.CompletedProcess:
     """Run a training command, call `interrupt(proc)` once it has logged `steps` steps, return how it ended."""
     env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while len(_train_steps(out)) < steps:
-            assert proc.poll() is None, proc.stdout.read()[-4000:]
-            assert time.monotonic() < deadline, f"training did not reach step {steps}"
-            time.sleep(0.2)
-        interrupt(proc)
-        output, _ = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    # Output to a file, not a pipe: nobody reads a pipe while polling, and a full one (~64 KiB) blocks the run.
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+        try:
+            deadline = time.monotonic() + 300
+            while len(_train_steps(out)) < steps:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    raise AssertionError(f"exited {proc.returncode} before step {steps}:\n{log.read()[-4000:]}")
+                assert time.monotonic() < deadline, f"training did not reach step {steps}"
+                time.sleep(0.2)
+            interrupt(proc)
+            proc.wait(timeout=180)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        log.seek(0)
+        output = log.read()
     return subprocess.CompletedProcess(cmd, proc.returncode, output)
 
 
@@ -70,6 +77,32 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path):
     assert steps[-2:] == [saved_step + 1, target]
 
 
+def test_sigint_saves_and_exits_130_and_a_second_signal_aborts_at_once(tmp_path):
+    """Ctrl-C to the trainer itself (no accelerate in between, so its exit code is the trainer's own)."""
+    out = str(tmp_path / "run")
+    cmd = [sys.executable, os.path.join(REPO, "recipes/grpo.py"), *grpo_args(out, 500, "--save_steps", "1000")]
+    ended = _interrupt_after(cmd, out, 2, lambda proc: proc.send_signal(signal.SIGINT))
+    assert ended.returncode == 128 + signal.SIGINT, ended.stdout[-3000:]
+    assert "received SIGINT" in ended.stdout
+    saved = [c for c in glob.glob(os.path.join(out, "checkpoint-*")) if os.path.isfile(os.path.join(c, COMPLETE_MARKER))]
+    assert [int(c.rsplit("-", 1)[1]) for c in saved] == [_train_steps(out)[-1]], (saved, ended.stdout[-3000:])
+
+    out2 = str(tmp_path / "run2")
+    cmd = [sys.executable, os.path.join(REPO, "recipes/grpo.py"), *grpo_args(out2, 500, "--save_steps", "1000")]
+    aborted_at: list[float] = []
+
+    def twice(proc):
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)  # the first handler has run; the second signal must not wait for the step's end
+        proc.send_signal(signal.SIGINT)
+        aborted_at.append(time.monotonic())
+
+    ended = _interrupt_after(cmd, out2, 2, twice)
+    assert ended.returncode == 130 and "interrupted" in ended.stdout, ended.stdout[-3000:]
+    assert "stopped at step" not in ended.stdout  # aborted: no orderly stop after the step
+    assert time.monotonic() - aborted_at[0] < 120  # bounded (the stop itself is not timed)
+
+
 def test_stop_file_ends_sft_cleanly_with_its_model_saved(tmp_path):
     """The demo stops its SFT baseline this way when GRPO ends: exit 0, model saved, stopped mid-run."""
     from _tiny import tiny_assets
@@ -92,8 +125,7 @@ def test_stop_file_ends_sft_cleanly_with_its_model_saved(tmp_path):
 
 
 def test_partial_checkpoint_is_skipped_on_resume(tmp_path):
-    out = str(tmp_path / "run")
-    run(accelerate_cmd("cpu.yaml", "recipes/grpo.py", *grpo_args(out, 2)))
+    out = two_step_run(str(tmp_path / "run"))
     # a save cut short: a newer checkpoint folder without its completion marker and missing files
     partial = os.path.join(out, "checkpoint-7")
     shutil.copytree(os.path.join(out, "checkpoint-2"), partial)
@@ -129,6 +161,58 @@ def test_non_finite_weights_stop_the_run_with_a_usable_checkpoint(tmp_path):
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+def test_weights_overflowing_between_saves_stop_the_run_at_that_step(tmp_path):
+    """No warm-up and no save due: step 1's decoupled weight decay (lr * wd overflows float32) turns every
+    weight inf although that step's loss and gradient norm were finite. The run must stop at step 1 with the
+    guard's one-line error, not die at step 2's sampling on NaN probabilities with a traceback."""
+    out = str(tmp_path / "run")
+    proc = run(accelerate_cmd("cpu.yaml", "recipes/grpo.py",
+                              *grpo_args(out, 6, "--learning_rate", "1e30", "--weight_decay", "1e10",
+                                         "--save_steps", "1000")), check=False)
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert proc.returncode != 0 and len(errors) == 1, proc.stderr[-3000:]
+    assert "non-finite weights=nan at step 1" in errors[0] and "last usable checkpoint: None" in errors[0], errors
+    assert "probability tensor" not in proc.stderr
+    assert _train_steps(out) == [1] and not glob.glob(os.path.join(out, "checkpoint-*"))
+
+
+@pytest.mark.parametrize("key, value", [("loss", float("nan")), ("grad_norm", float("inf"))])
+def test_non_finite_loss_or_grad_norm_stops_and_saves_the_finite_weights(key, value):
+    """The guard on a logged NaN loss / inf gradient norm (the weights still finite): stop, and save them. Fed
+    the Trainer's own state and control objects, as `Trainer` calls `on_log`."""
+    from _tiny import tiny_assets
+    from transformers import AutoModelForCausalLM, TrainerControl, TrainerState
+
+    from math_grpo.callbacks import NonFiniteGuard
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_assets()["model"])
+    guard, control = NonFiniteGuard(), TrainerControl()
+    guard.on_log(None, TrainerState(global_step=3), control, logs={"loss": 0.5, "grad_norm": 1.0}, model=model)
+    assert guard.tripped is None and not control.should_training_stop
+    guard.on_log(None, TrainerState(global_step=4), control, logs={"loss": 0.5, "grad_norm": 1.0, key: value},
+                 model=model)
+    assert guard.tripped[:2] == (4, key) and control.should_training_stop and control.should_save
+
+
+def test_failed_evaluation_never_costs_the_run(tmp_path):
+    """An evaluation that raises (here transformers' own refusal of 2 greedy samples per prompt in-process):
+    each evaluation point is reported failed and counted as eval/failed, and training runs to its end."""
+    from _tiny import tiny_assets
+
+    out = str(tmp_path / "run")
+    bench = os.path.join(tiny_assets()["data"], "test.jsonl")
+    proc = run(accelerate_cmd("cpu.yaml", "recipes/grpo.py",
+                              *grpo_args(out, 3, "--benchmarks", f"synthetic={bench}", "--eval_steps", "2",
+                                         "--eval_max_samples", "4", "--eval_max_tokens", "8", "--eval_n", "2",
+                                         "--eval_temperature", "0", "--save_steps", "1000")))
+    assert proc.stdout.count("evaluation failed, training goes on") == 3, proc.stdout[-3000:]  # steps 0, 2, 3
+    rows = read_jsonl(os.path.join(out, "metrics.jsonl"))
+    assert [r["step"] for r in rows if "train/loss" in r] == [1, 2, 3]
+    assert sorted(r["step"] for r in rows if r.get("eval/failed") == 1.0) == [0, 2, 3]
+    assert not [r for r in rows if "eval/accuracy" in r]
+    assert os.path.isfile(os.path.join(out, "final", "config.json"))
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     mnt = tmp_path / "small_disk"
@@ -158,18 +242,38 @@ def test_wandb_unreachable_goes_offline_once_and_hides_the_key(tmp_path):
     out = str(tmp_path / "run")
     secret = "abcdef0123456789abcdef0123456789abcdef01"
     env = {"WANDB_API_KEY": secret, "WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_MODE": ""}
-    cmd = accelerate_cmd("cpu.yaml", "recipes/grpo.py", *grpo_args(out, 2, "--report_to", "wandb"))
+    # A token field of TrainingArguments, in the recipe (on a command line, ps and W&B's argv record see it):
+    # kept out of every checkpoint's pickled training_args.bin and of the W&B run.
+    hub = "hf_" + "x7" * 17
+    recipe = tmp_path / "recipe.yaml"
+    with open(os.path.join(REPO, "tests/fixtures/recipes/grpo_test.yaml"), encoding="utf-8") as f:
+        recipe.write_text(f.read() + f"\nhub_token: {hub}\n", encoding="utf-8")
+    args = grpo_args(out, 2, "--report_to", "wandb")
+    args[args.index("--config") + 1] = str(recipe)
+    cmd = accelerate_cmd("cpu.yaml", "recipes/grpo.py", *args)
     full_env = {k: v for k, v in {**os.environ, **env}.items() if v}
     proc = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     said = (proc.stdout + proc.stderr).count("W&B server unreachable")
     assert said == 1
     assert glob.glob(os.path.join(out, "wandb", "offline-run-*"))
-    assert secret not in proc.stdout + proc.stderr
+    assert secret not in proc.stdout + proc.stderr and hub not in proc.stdout + proc.stderr
     for path in glob.glob(os.path.join(out, "**", "*"), recursive=True):
         if os.path.isfile(path) and os.path.getsize(path) < 20_000_000:
             with open(path, "rb") as f:
-                assert secret.encode() not in f.read(), f"W&B key leaked into {path}"
+                data = f.read()
+            assert secret.encode() not in data, f"W&B key leaked into {path}"
+            assert hub.encode() not in data, f"hub_token leaked into {path}"
+
+
+def test_secret_looking_config_keys_are_redacted_in_the_saved_config(tmp_path):
+    from math_grpo.checkpoints import write_run_metadata
+
+    write_run_metadata(str(tmp_path), script={"wandb_api_key": "k" * 40, "learning_rate": 1e-5,
+                                              "nested": {"db_password": "hunter2", "run_name": "x"}})
+    text = (tmp_path / "config.yaml").read_text(encoding="utf-8")
+    assert "k" * 40 not in text and "hunter2" not in text and text.count("<redacted>") == 2
+    assert "learning_rate: 1.0e-05" in text and "run_name: x" in text
 
 
 def test_malformed_rows_are_counted_in_a_real_run(tmp_path):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
 from _tiny import REPO, accelerate_cmd, read_jsonl, run, tiny_assets
@@ -37,6 +40,20 @@ def grpo_args(out: str, steps: int, *extra: str) -> list[str]:
     ]
 
 
+@functools.lru_cache(maxsize=1)
+def _two_step_run() -> str:
+    """One 2-step GRPO run (checkpoint-2) for the session; tests copy it rather than train it again."""
+    out = os.path.join(tempfile.mkdtemp(prefix="math-grpo-run2-"), "run")
+    run(accelerate_cmd("cpu.yaml", "recipes/grpo.py", *grpo_args(out, 2)))
+    return out
+
+
+def two_step_run(dest: str) -> str:
+    """A copy of the session's 2-step run at `dest` (same arguments as `grpo_args(dest, 2)`)."""
+    shutil.copytree(_two_step_run(), dest)
+    return dest
+
+
 def prompts_by_step(run_dir: str) -> dict[int, list[str]]:
     steps: dict[int, list[str]] = {}
     for row in read_jsonl(os.path.join(run_dir, "completions.jsonl")):
@@ -52,7 +69,9 @@ def test_grpo_single_process_writes_metrics_checkpoints_and_plot(tmp_path):
     train_rows = [r for r in rows if "train/loss" in r]
     assert [r["step"] for r in train_rows] == [1, 2, 3]
     for r in train_rows:
-        for key in ("train/loss", "train/reward", "train/kl", "rewards/r1_zero/mean"):
+        # rewards/timeouts and rewards/errors: the reward functions' own counts, per step (rewards/registry.py)
+        for key in ("train/loss", "train/reward", "train/kl", "rewards/r1_zero/mean", "rewards/timeouts",
+                    "rewards/errors"):
             assert isinstance(r[key], int | float) and math.isfinite(r[key]), (key, r)
     # completions are logged with their rewards, the config and commit are saved, checkpoints are complete
     samples = read_jsonl(os.path.join(out, "completions.jsonl"))
@@ -78,8 +97,7 @@ def test_grpo_two_processes_ddp(tmp_path):
 def test_resume_continues_step_count_and_data_order(tmp_path):
     straight = str(tmp_path / "straight")
     run(accelerate_cmd("cpu.yaml", "recipes/grpo.py", *grpo_args(straight, 4)))
-    resumed = str(tmp_path / "resumed")
-    run(accelerate_cmd("cpu.yaml", "recipes/grpo.py", *grpo_args(resumed, 2)))
+    resumed = two_step_run(str(tmp_path / "resumed"))
     proc = run(accelerate_cmd("cpu.yaml", "recipes/grpo.py",
                               *grpo_args(resumed, 4, "--resume_from_checkpoint", "auto")))
     assert "resuming from" in proc.stdout and "checkpoint-2" in proc.stdout
