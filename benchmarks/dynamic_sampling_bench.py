@@ -75,10 +75,11 @@ def train_once(args: argparse.Namespace, url: str, dynamic: bool) -> dict:
     steps = trainer.state.global_step
     groups = training_args.per_device_train_batch_size // training_args.num_generations
     rounds = sum(h["dynamic_sampling/rounds"] for h in history) if history else steps
-    return {"model": final, "steps": steps, "seconds": seconds, "rollouts": rounds * groups * trainer.num_generations,
-            "mean_rounds": rounds / max(1, steps),
-            "dropped": sum(h["dynamic_sampling/dropped_fraction"] for h in history) / max(1, len(history)),
-            "filled": sum(h["dynamic_sampling/batch_filled"] for h in history) / max(1, len(history)),
+    n = len(history)
+    return {"model": final, "steps": steps, "seconds": seconds,
+            "rollouts": int(rounds * groups * trainer.num_generations), "mean_rounds": rounds / max(1, steps),
+            "dropped": sum(h["dynamic_sampling/dropped_fraction"] for h in history) / n if n else None,
+            "filled": sum(h["dynamic_sampling/batch_filled"] for h in history) / n if n else None,
             "zero_std": _mean_log(trainer, "frac_reward_zero_std")}
 
 
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default=os.path.join(REPO, "results", "demo", "sft"))
     p.add_argument("--data", default=os.path.join(REPO, "results", "demo", "data"))
     p.add_argument("--port", type=int, default=8733)
+    p.add_argument("--on_first", action="store_true", help="train the 'on' run first (to see the machine's drift)")
     args, args.overrides = p.parse_known_args(argv)
     ensure_sft(args.model, args.data)
 
@@ -105,7 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     server = ServerProcess(ServerSpec(model=args.model, port=args.port, dtype="float32", max_model_len=512), log)
     url = server.start(600).url
     try:
-        runs = {"off": train_once(args, url, dynamic=False), "on": train_once(args, url, dynamic=True)}
+        order = (True, False) if args.on_first else (False, True)
+        runs = {("on" if dynamic else "off"): train_once(args, url, dynamic=dynamic) for dynamic in order}
     finally:
         server.stop()
     test = os.path.join(args.data, "test.jsonl")
@@ -119,9 +122,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'run':>4} {'steps':>6} {'train s':>8} {'rollouts':>9} {'rounds/step':>12} {'dropped':>8} "
           f"{'filled':>7} {'zero-std':>9} {'accuracy':>9}")
     for name, r in runs.items():
-        zero = f"{r['zero_std']:.3f}" if r["zero_std"] is not None else "-"
+        zero, dropped, filled = (f"{r[k]:.3f}" if r[k] is not None else "-" for k in ("zero_std", "dropped", "filled"))
         print(f"{name:>4} {r['steps']:>6} {r['seconds']:>8.0f} {r['rollouts']:>9} {r['mean_rounds']:>12.2f} "
-              f"{r['dropped']:>8.3f} {r['filled']:>7.3f} {zero:>9} {r['accuracy']:>9.3f}")
+              f"{dropped:>8} {filled:>7} {zero:>9} {r['accuracy']:>9.3f}")
     print(f"dynamic_sampling: off={runs['off']['accuracy']:.3f} on={runs['on']['accuracy']:.3f} "
           f"seconds={args.seconds:.0f}", flush=True)
 
