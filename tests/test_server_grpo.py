@@ -14,7 +14,7 @@ import time
 
 import pytest
 from _tiny import REPO, accelerate_cmd, read_jsonl, run
-from conftest import free_port, group_processes
+from conftest import group_processes, reserve_port
 
 from math_grpo.checkpoints import COMPLETE_MARKER
 from math_grpo.vllm_server import VLLMServerClient
@@ -92,7 +92,7 @@ def test_two_terminal_usage_from_the_readme(vllm_server, tmp_path):
 
 def _launcher(args: list[str], log_path: str) -> subprocess.Popen:
     env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONUNBUFFERED": "1"}
+           "PYTHONUNBUFFERED": "1", "PYTHON": sys.executable}  # the shim runs $PYTHON: this venv's, whatever PATH says
     log = open(log_path, "w")
     return subprocess.Popen(["bash", os.path.join(REPO, "launch", "grpo.sh"), *args], cwd=REPO, env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -123,9 +123,10 @@ def _read(path: str) -> str:
         return f.read()
 
 
+@pytest.mark.timeout(1800)  # two launcher runs, the first starting its own server
 def test_launcher_server_killed_mid_run_clear_error_checkpoint_kept(vllm_server, tmp_path):
     out = str(tmp_path / "run")
-    port = free_port()
+    port, reservation = reserve_port()
     log = str(tmp_path / "launch.log")
     proc = _launcher(["--port", str(port), RECIPE, *small_run(vllm_server.model, vllm_server.data, out, 500,
                                                                "--save_steps", "1", "--eval_steps", "1000")], log)
@@ -140,7 +141,11 @@ def test_launcher_server_killed_mid_run_clear_error_checkpoint_kept(vllm_server,
         assert os.path.isfile(os.path.join(out, "server.log"))
         os.killpg(server_pid, signal.SIGKILL)  # the server dies mid-run
         proc.wait(timeout=180)
+        from test_launcher_runs import assert_all_gone
+
+        assert_all_gone(out, server_pid, proc.pid)  # polled, and before the clean-up below
     finally:
+        reservation.close()
         if proc.poll() is None:
             _kill_group(proc.pid)
         if server_pid:
@@ -155,24 +160,37 @@ def test_launcher_server_killed_mid_run_clear_error_checkpoint_kept(vllm_server,
 
     last = max(complete, key=lambda c: int(c.rsplit("-", 1)[1]))
     AutoModelForCausalLM.from_pretrained(last)  # intact: it loads
-    time.sleep(1)
-    assert not group_processes(server_pid) and not group_processes(proc.pid)
-    ps = subprocess.run(["ps", "-eo", "stat=,args="], capture_output=True, text=True).stdout
-    assert not [ln for ln in ps.splitlines() if out in ln and not ln.startswith("Z")], "training left behind"
+    from test_launcher_runs import launch, train_steps
+
+    # Resume from that checkpoint through the launcher, on a healthy server: the step count goes on from it.
+    saved = int(last.rsplit("-", 1)[1])
+    log2 = str(tmp_path / "resume.log")
+    proc = launch(["--server-url", vllm_server.url, RECIPE,
+                   *small_run(vllm_server.model, vllm_server.data, out, saved + 1, "--save_steps", "1000",
+                              "--eval_steps", "1000", "--resume_from_checkpoint", "auto")], log2)
+    try:
+        proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            _kill_group(proc.pid)
+    assert proc.returncode == 0, _read(log2)[-4000:]
+    assert "resuming from" in _read(log2) and f"checkpoint-{saved}" in _read(log2), _read(log2)[-3000:]
+    assert train_steps(out)[-1] == saved + 1
 
 
 def test_launcher_sigterm_while_server_starts_stops_it(vllm_server, tmp_path):
-    port = free_port()
+    port, reservation = reserve_port()
     log = str(tmp_path / "launch.log")
     proc = _launcher(["--port", str(port), RECIPE, *small_run(vllm_server.model, vllm_server.data,
                                                                str(tmp_path / "run"), 5)], log)
     server_pid = None
     try:
-        server_pid = _server_child(proc.pid, 120)
-        time.sleep(2)
+        server_pid = _server_child(proc.pid, 120)  # found: it is starting (a CPU start takes about 90 s)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
+        assert not group_processes(server_pid), "server left behind"  # before the clean-up below
     finally:
+        reservation.close()
         if proc.poll() is None:
             _kill_group(proc.pid)
         if server_pid:
@@ -193,3 +211,22 @@ def test_grpo_two_processes_only_rank0_talks_http(vllm_server, tmp_path):
     assert [r["step"] for r in rows if "eval/accuracy" in r] == [0, 1, 2]
     syncs = [r["weight_sync/logprob_max_abs_diff"] for r in rows if "weight_sync/logprob_max_abs_diff" in r]
     assert syncs and all(d <= 0.05 for d in syncs)
+
+
+def test_sync_check_mismatch_stops_the_run_with_its_error(vllm_server, tmp_path):
+    """A tolerance far below the float32 noise floor (~1e-6) makes the second sync a mismatch: the run must
+    stop there with the check's one-line error, not train on."""
+    out = str(tmp_path / "run")
+    proc = run(accelerate_cmd("cpu.yaml", "recipes/grpo.py", "--config", RECIPE,
+                              *small_run(vllm_server.model, vllm_server.data, out, 20, "--eval_steps", "1000",
+                                         "--save_steps", "1000", "--sync_check_min_tolerance", "1e-15",
+                                         "--sync_check_factor", "1e-9", "--vllm_server_base_url", vllm_server.url)),
+               timeout=600, check=False)
+    assert proc.returncode != 0
+    # (a progress bar may precede it on the terminal line)
+    errors = [ln[ln.index("error: "):] for ln in proc.stderr.splitlines() if "error: " in ln]
+    assert len(errors) == 1 and "weight sync check failed at step" in errors[0], proc.stderr[-3000:]
+    assert "not serving the trained weights" in errors[0]
+    steps = [r["step"] for r in read_jsonl(os.path.join(out, "metrics.jsonl")) if "train/loss" in r] \
+        if os.path.isfile(os.path.join(out, "metrics.jsonl")) else []
+    assert len(steps) <= 2, steps  # stopped at the second sync, not 20 steps later
