@@ -82,6 +82,8 @@ def test_launcher_normal_run_then_resume_with_server_url(vllm_server, tmp_path):
         wait_for("a healthy server", lambda: client.is_healthy(timeout=2), proc, log, 420)
         assert listening_addresses(port) == {"127.0.0.1"}  # the default --host: loopback only
         proc.wait(timeout=600)
+        assert proc.returncode == 0, _read(log)[-4000:]
+        assert_all_gone(out, server_pid, proc.pid)  # before the clean-up below could do the launcher's job
     finally:
         reservation.close()
         if proc is not None and proc.poll() is None:
@@ -89,10 +91,8 @@ def test_launcher_normal_run_then_resume_with_server_url(vllm_server, tmp_path):
         if server_pid:
             _kill_group(server_pid)
     text = _read(log)
-    assert proc.returncode == 0, text[-4000:]
     assert f"starting the vLLM server (CPU build) for {vllm_server.model} at http://127.0.0.1:{port}" in text
     assert "stopping the vLLM server" in text
-    assert_all_gone(out, server_pid, proc.pid)
     assert train_steps(out) == [1, 2] and complete_checkpoints(out) == [2]
     rows = read_jsonl(os.path.join(out, "metrics.jsonl"))
     assert [r for r in rows if "weight_sync/logprob_max_abs_diff" in r], "rollouts did not come from the server"
@@ -134,6 +134,7 @@ def test_launcher_signal_during_training_saves_and_exits_128_plus_n(vllm_server,
         wait_for("training step 2", lambda: len(train_steps(out)) >= 2, proc, log, 480)
         proc.send_signal(sig)  # the launcher alone, as a terminal's Ctrl-C or `kill PID` would
         proc.wait(timeout=300)
+        assert_all_gone(out, proc.pid, *([server_pid] if server_pid else []))  # before the clean-up below
     finally:
         reservation.close()
         if proc is not None and proc.poll() is None:
@@ -146,7 +147,6 @@ def test_launcher_signal_during_training_saves_and_exits_128_plus_n(vllm_server,
     saved = complete_checkpoints(out)
     assert len(saved) == 1 and saved[0] >= 2 and saved[0] == train_steps(out)[-1], (saved, text[-3000:])
     assert not glob.glob(os.path.join(out, "checkpoint-*.incomplete-*"))
-    assert_all_gone(out, proc.pid, *([server_pid] if server_pid else []))
     if own_server:
         assert "stopping the vLLM server" in text
     else:
