@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,13 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["OMP_NUM_THREADS"] = "1"  # the server inherits it: one thread each for trainer and server
 
 
-def ensure_sft(model: str, data: str) -> None:
-    """Build the demo's synthetic data and SFT checkpoint if they are not there (about 6 min on 2 cores)."""
-    if os.path.isfile(os.path.join(model, "config.json")) and os.path.isfile(os.path.join(data, "train.jsonl")):
-        return
-    out = os.path.dirname(os.path.abspath(model))
-    print(f"[bench] no SFT checkpoint at {model}: building it as `make demo` does", flush=True)
-    subprocess.run([sys.executable, "-m", "math_grpo.demo", "--out", out, "--until", "sft"], cwd=REPO, check=True)
+from async_step_split import ensure_sft  # noqa: E402  (the demo's SFT checkpoint, built if missing)
 
 
 def train_once(args: argparse.Namespace, url: str, dynamic: bool) -> dict:
