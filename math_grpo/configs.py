@@ -169,7 +169,10 @@ class GRPOScriptArguments(DataArguments, EvalArguments, StopArguments):
         metadata={"help": "Drop (and count) training prompts longer than this many tokens; TRL 1.16 has no such cap."},
     )
     grader_mode: str = field(default="accurate", metadata={"help": "Grader mode for rewards: drgrpo or accurate."})
-    grader_timeout: float = field(default=2.0, metadata={"help": "Wall-clock bound per graded answer (s)."})
+    grader_timeout: float = field(default=2.0, metadata={"help": "CPU-time bound per graded answer (s)."})
+    server_request_timeout: float = field(
+        default=600.0, metadata={"help": "HTTP timeout per rollout or weight-sync request to the vLLM server (s); "
+                                         "evaluation requests use eval_request_timeout."})
     output_root: str = field(
         default=DEFAULT_GRPO_OUTPUT_ROOT,
         metadata={"help": "Run dirs go to OUTPUT_ROOT/<run_name> unless output_dir is set explicitly."},
@@ -216,6 +219,7 @@ class GRPOScriptArguments(DataArguments, EvalArguments, StopArguments):
         problems = [*super().field_problems(), *_one_of("grader_mode", self.grader_mode, GRADER_MODES),
                     *_one_of("weight_sync_backend", self.weight_sync_backend, WEIGHT_SYNC_BACKENDS),
                     *_positive("grader_timeout", self.grader_timeout),
+                    *_positive("server_request_timeout", self.server_request_timeout),
                     *_positive("max_prompt_length", self.max_prompt_length, optional=True),
                     *_positive("sync_check_factor", self.sync_check_factor),
                     *_positive("max_staleness", self.max_staleness),

@@ -54,7 +54,7 @@ class SyncSettings:
         return cls(backend=script_args.weight_sync_backend, sync_dir=os.path.abspath(sync_dir), in_ram=in_ram,
                    check=script_args.sync_check, factor=script_args.sync_check_factor,
                    min_tolerance=script_args.sync_check_min_tolerance,
-                   request_timeout=script_args.eval_request_timeout)
+                   request_timeout=script_args.server_request_timeout)
 
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
