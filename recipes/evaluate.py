@@ -40,7 +40,7 @@ class EvaluateArguments(EvalArguments):
     server_timeout: float = field(default=900.0, metadata={"help": "Seconds to wait for a started server's /health."})
     dataset_name: str | None = field(default=None, metadata={"help": "Demo data folder, for the 'synthetic' name."})
     prompt_template: str = field(default="r1_zero", metadata={"help": "r1_zero or question_only."})
-    grader_timeout: float = field(default=2.0, metadata={"help": "Wall-clock bound per graded answer (s)."})
+    grader_timeout: float = field(default=2.0, metadata={"help": "CPU-time bound per graded answer (s)."})
     batch_size: int = field(default=32, metadata={"help": "Prompts per batch (transformers backend)."})
     output_json: str | None = field(
         default=None, metadata={"help": "Write the metrics here (one checkpoint: flat eval/* keys; several: as results.json)."}

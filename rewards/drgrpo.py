@@ -4,7 +4,7 @@ Correct = the MATH ("mathd") normalisation gives equal strings, or the second no
 check says so. The reference's quirks are kept on purpose (unreduced fractions fail, an integer never
 equals a non-integer, ...) because this mode exists to reproduce its verdicts. What is *not* kept is its
 ability to hang: inputs whose sympy evaluation would explode are judged wrong up front, and everything
-else runs under the worker pool's wall-clock bound.
+else runs under the worker pool's CPU-time bound.
 
 `check(given, gt, allow_sympy=False)` returns None where only sympy can decide, so the trainer process
 settles most pairs itself and ships only the rest to a worker.

@@ -1,7 +1,7 @@
 """`grade` / `grade_batch`: the r1_zero reward of one response or many, time-bounded.
 
 The format rule and answer extraction run here; the answer check runs in this process when it is cheap
-(string and exact-number comparisons) and otherwise in the worker pool under a wall-clock bound.
+(string and exact-number comparisons) and otherwise in the worker pool under a CPU-time bound.
 """
 
 from __future__ import annotations
