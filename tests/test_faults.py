@@ -31,6 +31,18 @@ def _train_steps(run_dir: str) -> list[int]:
     return [r["step"] for r in read_jsonl(path) if "train/loss" in r]
 
 
+def _wait_group_gone(pgid: int, timeout: float) -> None:
+    """Poll until no process of the group is left (the launcher's children can outlive it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"processes of group {pgid} still running {timeout:.0f} s after the launcher exited")
+
+
 def _interrupt_after(cmd: list[str], out: str, steps: int, interrupt) -> subprocess.CompletedProcess:
     """Run a training command, call `interrupt(proc)` once it has logged `steps` steps, return how it ended."""
     env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -48,6 +60,7 @@ def _interrupt_after(cmd: list[str], out: str, steps: int, interrupt) -> subproc
                 time.sleep(0.2)
             interrupt(proc)
             proc.wait(timeout=180)
+            _wait_group_gone(proc.pid, 180)  # accelerate may exit first; the trainer still saves its checkpoint
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
