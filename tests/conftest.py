@@ -61,6 +61,18 @@ def group_processes(pgid: int) -> list[str]:
     return rows
 
 
+def wait_group_gone(pgid: int, timeout: float) -> None:
+    """Poll until no live process of the group is left: accelerate's launcher can exit before the trainer
+    it started has saved its checkpoint."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while group_processes(pgid):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still running {timeout:.0f} s after the launcher exited: {group_processes(pgid)}")
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="session")
 def vllm_server() -> ServerHandle:
     from _tiny import tiny_assets

@@ -17,6 +17,7 @@ import time
 
 import pytest
 from _tiny import REPO, accelerate_cmd, read_jsonl, run
+from conftest import wait_group_gone
 from test_grpo_recipe import grpo_args, two_step_run
 
 from math_grpo.checkpoints import COMPLETE_MARKER
@@ -29,18 +30,6 @@ def _train_steps(run_dir: str) -> list[int]:
     if not os.path.isfile(path):
         return []
     return [r["step"] for r in read_jsonl(path) if "train/loss" in r]
-
-
-def _wait_group_gone(pgid: int, timeout: float) -> None:
-    """Poll until no process of the group is left (the launcher's children can outlive it)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"processes of group {pgid} still running {timeout:.0f} s after the launcher exited")
 
 
 def _interrupt_after(cmd: list[str], out: str, steps: int, interrupt) -> subprocess.CompletedProcess:
@@ -60,7 +49,7 @@ def _interrupt_after(cmd: list[str], out: str, steps: int, interrupt) -> subproc
                 time.sleep(0.2)
             interrupt(proc)
             proc.wait(timeout=180)
-            _wait_group_gone(proc.pid, 180)  # accelerate may exit first; the trainer still saves its checkpoint
+            wait_group_gone(proc.pid, 180)  # accelerate may exit first; the trainer still saves its checkpoint
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)

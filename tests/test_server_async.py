@@ -9,11 +9,13 @@ import glob
 import os
 import signal
 import subprocess
+import tempfile
 import time
 
 import pytest
 import requests
 from _tiny import REPO, accelerate_cmd, read_jsonl, run
+from conftest import wait_group_gone
 from test_server_grpo import RECIPE, small_run
 
 from math_grpo.checkpoints import COMPLETE_MARKER
@@ -93,19 +95,23 @@ def test_async_sigterm_with_a_request_in_flight(vllm_server, tmp_path):
     cmd = _cmd(vllm_server, out, 500, "--save_steps", "1000", "--eval_steps", "1000", "--max_completion_length", "96",
                "--num_generations", "8", "--per_device_train_batch_size", "16")
     env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while not os.path.isfile(os.path.join(out, "metrics.jsonl")) or len(_train_rows(out)) < 2:
-            assert proc.poll() is None, proc.stdout.read()[-4000:]
-            assert time.monotonic() < deadline, "training did not reach step 2"
-            time.sleep(0.1)
-        os.killpg(proc.pid, signal.SIGTERM)
-        output, _ = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as log:  # a file: nobody drains a pipe
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+        try:
+            deadline = time.monotonic() + 300
+            while not os.path.isfile(os.path.join(out, "metrics.jsonl")) or len(_train_rows(out)) < 2:
+                assert proc.poll() is None, "training exited before step 2"
+                assert time.monotonic() < deadline, "training did not reach step 2"
+                time.sleep(0.1)
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=180)
+            wait_group_gone(proc.pid, 180)  # the trainer can outlive accelerate's launcher
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        log.seek(0)
+        output = log.read()
     assert proc.returncode != 0, output[-3000:]  # 143 from the trainer; accelerate itself got the signal too
     assert "received SIGTERM" in output
     # The request in flight was awaited (by the final evaluation's sync, or at the end of training), not abandoned.
