@@ -70,6 +70,15 @@ def complete_checkpoints(run_dir: str) -> list[int]:
 
 
 @pytest.mark.timeout(1800)  # two launcher runs, the first starting its own server
+
+def _clean_up(reservation, proc, server_pid) -> None:
+    """Free the reserved port and stop whatever the test left running (the launcher, a server it started)."""
+    reservation.close()
+    if proc is not None and proc.poll() is None:
+        _kill_group(proc.pid)
+    if server_pid:
+        _kill_group(server_pid)
+
 def test_launcher_normal_run_then_resume_with_server_url(vllm_server, tmp_path):
     out, log = str(tmp_path / "run"), str(tmp_path / "launch.log")
     port, reservation = reserve_port()
@@ -85,11 +94,7 @@ def test_launcher_normal_run_then_resume_with_server_url(vllm_server, tmp_path):
         assert proc.returncode == 0, _read(log)[-4000:]
         assert_all_gone(out, server_pid, proc.pid)  # before the clean-up below could do the launcher's job
     finally:
-        reservation.close()
-        if proc is not None and proc.poll() is None:
-            _kill_group(proc.pid)
-        if server_pid:
-            _kill_group(server_pid)
+        _clean_up(reservation, proc, server_pid)
     text = _read(log)
     assert f"starting the vLLM server (CPU build) for {vllm_server.model} at http://127.0.0.1:{port}" in text
     assert "stopping the vLLM server" in text
@@ -136,11 +141,7 @@ def test_launcher_signal_during_training_saves_and_exits_128_plus_n(vllm_server,
         proc.wait(timeout=300)
         assert_all_gone(out, proc.pid, *([server_pid] if server_pid else []))  # before the clean-up below
     finally:
-        reservation.close()
-        if proc is not None and proc.poll() is None:
-            _kill_group(proc.pid)
-        if server_pid:
-            _kill_group(server_pid)
+        _clean_up(reservation, proc, server_pid)
     text = _read(log)
     assert proc.returncode == 128 + sig, text[-4000:]
     assert f"[launch] got {signal.Signals(sig).name}" in text and "received SIGTERM" in text, text[-3000:]
