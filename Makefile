@@ -33,8 +33,11 @@ $(STAMP): pyproject.toml
 demo: setup
 	PATH=$(abspath $(VENV))/bin:$$PATH bash launch/demo.sh
 
+# Two pytest workers (pytest-xdist): most tests keep one core busy, so one worker leaves a core idle. Each
+# worker starts its own CPU vLLM server when its first server test needs one (tests/conftest.py).
+TEST_WORKERS ?= 2
 test: setup
-	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q --durations=15 tests
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q -n $(TEST_WORKERS) --durations=15 tests
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

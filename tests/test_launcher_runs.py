@@ -69,8 +69,6 @@ def complete_checkpoints(run_dir: str) -> list[int]:
                   if os.path.isfile(os.path.join(c, COMPLETE_MARKER)))
 
 
-@pytest.mark.timeout(1800)  # two launcher runs, the first starting its own server
-
 def _clean_up(reservation, proc, server_pid) -> None:
     """Free the reserved port and stop whatever the test left running (the launcher, a server it started)."""
     reservation.close()
@@ -79,6 +77,8 @@ def _clean_up(reservation, proc, server_pid) -> None:
     if server_pid:
         _kill_group(server_pid)
 
+
+@pytest.mark.timeout(1800)  # two launcher runs, the first starting its own server
 def test_launcher_normal_run_then_resume_with_server_url(vllm_server, tmp_path):
     out, log = str(tmp_path / "run"), str(tmp_path / "launch.log")
     port, reservation = reserve_port()

@@ -124,12 +124,17 @@ def _read(path: str) -> str:
 
 
 @pytest.mark.timeout(1800)  # two launcher runs, the first starting its own server
-def test_launcher_server_killed_mid_run_clear_error_checkpoint_kept(vllm_server, tmp_path):
+@pytest.mark.parametrize("overlap", ["sync", "async"])
+def test_launcher_server_killed_mid_run_clear_error_checkpoint_kept(vllm_server, tmp_path, overlap):
+    """The server dies mid-run (with async_rollouts, a request for the next batch is usually in flight): one
+    error naming the URL, the complete checkpoints kept; then (once) a resume from them on a healthy server."""
     out = str(tmp_path / "run")
     port, reservation = reserve_port()
     log = str(tmp_path / "launch.log")
+    mode = ["--async_rollouts", "true"] if overlap == "async" else []
     proc = _launcher(["--port", str(port), RECIPE, *small_run(vllm_server.model, vllm_server.data, out, 500,
-                                                               "--save_steps", "1", "--eval_steps", "1000")], log)
+                                                               "--save_steps", "1", "--eval_steps", "1000", *mode)],
+                     log)
     server_pid = None
     try:
         server_pid = _server_child(proc.pid, 120)
@@ -160,6 +165,8 @@ def test_launcher_server_killed_mid_run_clear_error_checkpoint_kept(vllm_server,
 
     last = max(complete, key=lambda c: int(c.rsplit("-", 1)[1]))
     AutoModelForCausalLM.from_pretrained(last)  # intact: it loads
+    if overlap == "async":
+        return
     from test_launcher_runs import launch, train_steps
 
     # Resume from that checkpoint through the launcher, on a healthy server: the step count goes on from it.
