@@ -37,7 +37,7 @@ demo: setup
 # worker starts its own CPU vLLM server when its first server test needs one (tests/conftest.py).
 TEST_WORKERS ?= 2
 test: setup
-	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q -n $(TEST_WORKERS) --durations=15 tests
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=15 tests
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -42,3 +42,17 @@ def test_demo_quick_runs_every_stage(tmp_path):
     # The demo's model is the untied tiny Qwen2 (see math_grpo/demo.py).
     with open(os.path.join(out, "tiny-init", "config.json"), encoding="utf-8") as f:
         assert json.load(f)["tie_word_embeddings"] is False
+
+
+def test_clock_scales_the_remaining_budget_by_this_machines_pace(capsys):
+    from math_grpo.demo import Clock
+
+    clock = Clock({"a": 10, "b": 100, "c": 300})
+    clock.finished("a", 40.0)  # too short a stage to judge the pace by: the budget as it stands
+    assert "about 6.7 min left" in capsys.readouterr().out
+    clock.finished("b", 220.0)  # 260 s against 110 s budgeted: 2.36x, so c's 300 s become about 709 s
+    out = capsys.readouterr().out
+    assert "2.36x" in out and "about 11.8 min left" in out, out
+    quiet = Clock({"a": 10}, enabled=False)
+    quiet.finished("a", 5.0)
+    assert capsys.readouterr().out == "" and quiet.done == {"a": 5.0}

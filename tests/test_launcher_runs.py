@@ -78,8 +78,28 @@ def _clean_up(reservation, proc, server_pid) -> None:
         _kill_group(server_pid)
 
 
+def _signal_mid_training(proc: subprocess.Popen, out: str, log: str, sig: int, after_step: int) -> None:
+    """Wait for a training step, signal the launcher alone (as a terminal's Ctrl-C or `kill PID` would)."""
+    wait_for(f"training step {after_step}", lambda: bool(train_steps(out)) and train_steps(out)[-1] >= after_step,
+             proc, log, 480)
+    proc.send_signal(sig)
+    proc.wait(timeout=300)
+
+
+def _assert_saved_on_signal(out: str, text: str, rc: int, sig: int) -> None:
+    """Exit 128+n, the signal reported, the ranks told, one complete checkpoint at the last step trained."""
+    assert rc == 128 + sig, text[-4000:]
+    assert f"[launch] got {signal.Signals(sig).name}" in text and "received SIGTERM" in text, text[-3000:]
+    saved = complete_checkpoints(out)
+    assert saved and saved[-1] == train_steps(out)[-1], (saved, text[-3000:])
+    assert not glob.glob(os.path.join(out, "checkpoint-*.incomplete-*"))
+
+
 @pytest.mark.timeout(1800)  # two launcher runs, the first starting its own server
-def test_launcher_normal_run_then_resume_with_server_url(vllm_server, tmp_path):
+def test_launcher_normal_run_then_resume_with_server_url_then_sigint(vllm_server, tmp_path):
+    """The launcher's normal path (its own server up, training, clean exit, the server stopped, nothing left);
+    then a resume through it against a running server (--server-url: nothing started or stopped), ended by
+    Ctrl-C mid-training: checkpoint at the end of the step, exit 130, the server it was given left running."""
     out, log = str(tmp_path / "run"), str(tmp_path / "launch.log")
     port, reservation = reserve_port()
     proc, server_pid = None, None
@@ -103,56 +123,45 @@ def test_launcher_normal_run_then_resume_with_server_url(vllm_server, tmp_path):
     assert [r for r in rows if "weight_sync/logprob_max_abs_diff" in r], "rollouts did not come from the server"
     assert os.path.getsize(os.path.join(out, "server.log")) > 0
 
-    # Resume through the launcher, against the session's server (--server-url: nothing started or stopped).
+    # Resume through the launcher against the session's server, then Ctrl-C once it trained past step 3.
     log2 = str(tmp_path / "resume.log")
     proc = launch(["--server-url", vllm_server.url, RECIPE,
-                   *small_run(vllm_server.model, vllm_server.data, out, 3, "--save_steps", "1000", "--eval_steps",
+                   *small_run(vllm_server.model, vllm_server.data, out, 500, "--save_steps", "1000", "--eval_steps",
                               "1000", "--resume_from_checkpoint", "auto")], log2)
     try:
-        proc.wait(timeout=600)
+        _signal_mid_training(proc, out, log2, signal.SIGINT, after_step=3)
+        assert_all_gone(out, proc.pid)
     finally:
         if proc.poll() is None:
             _kill_group(proc.pid)
     text = _read(log2)
-    assert proc.returncode == 0, text[-4000:]
     assert "resuming from" in text and "checkpoint-2" in text, text[-3000:]
-    assert train_steps(out)[-1:] == [3] and train_steps(out).count(3) == 1  # went on from 2, not from 0
+    steps = train_steps(out)
+    assert steps[:3] == [1, 2, 3] and len(steps) == len(set(steps)), steps  # went on from 2, not from 0
+    _assert_saved_on_signal(out, text, proc.returncode, signal.SIGINT)
+    assert complete_checkpoints(out)[0] == 2  # the checkpoint it resumed from is kept
     assert "starting the vLLM server" not in text and "stopping the vLLM server" not in text
-    assert_all_gone(out, proc.pid)
     assert group_processes(vllm_server.pid) and VLLMServerClient(vllm_server.url).is_healthy()
 
 
-@pytest.mark.parametrize("sig, own_server", [(signal.SIGINT, True), (signal.SIGTERM, False)],
-                         ids=["SIGINT-own-server", "SIGTERM-server-url"])
-def test_launcher_signal_during_training_saves_and_exits_128_plus_n(vllm_server, tmp_path, sig, own_server):
-    """Ctrl-C / a scheduler's SIGTERM to the launcher mid-training: the ranks checkpoint at the end of the
-    step, the launcher exits 128+n and stops the server it started (and leaves alone one it was given)."""
+def test_launcher_sigterm_during_training_saves_and_exits_143(vllm_server, tmp_path):
+    """A scheduler's SIGTERM to the launcher mid-training: the ranks checkpoint at the end of the step, the
+    launcher exits 143 and leaves alone the server it was given. (SIGINT: the test above; a signal while the
+    launcher's own server starts: tests/test_server_grpo.py.)"""
     out, log = str(tmp_path / "run"), str(tmp_path / "launch.log")
     train = small_run(vllm_server.model, vllm_server.data, out, 500, "--save_steps", "1000", "--eval_steps", "1000")
-    port, reservation = reserve_port()
-    where = ["--port", str(port)] if own_server else ["--server-url", vllm_server.url]
-    proc, server_pid = None, None
+    proc = launch(["--server-url", vllm_server.url, RECIPE, *train], log)
     try:
-        proc = launch([*where, RECIPE, *train], log)
-        if own_server:
-            server_pid = _server_child(proc.pid, 120)
-        wait_for("training step 2", lambda: len(train_steps(out)) >= 2, proc, log, 480)
-        proc.send_signal(sig)  # the launcher alone, as a terminal's Ctrl-C or `kill PID` would
-        proc.wait(timeout=300)
-        assert_all_gone(out, proc.pid, *([server_pid] if server_pid else []))  # before the clean-up below
+        _signal_mid_training(proc, out, log, signal.SIGTERM, after_step=2)
+        assert_all_gone(out, proc.pid)  # before the clean-up below
     finally:
-        _clean_up(reservation, proc, server_pid)
+        if proc.poll() is None:
+            _kill_group(proc.pid)
     text = _read(log)
-    assert proc.returncode == 128 + sig, text[-4000:]
-    assert f"[launch] got {signal.Signals(sig).name}" in text and "received SIGTERM" in text, text[-3000:]
-    saved = complete_checkpoints(out)
-    assert len(saved) == 1 and saved[0] >= 2 and saved[0] == train_steps(out)[-1], (saved, text[-3000:])
-    assert not glob.glob(os.path.join(out, "checkpoint-*.incomplete-*"))
-    if own_server:
-        assert "stopping the vLLM server" in text
-    else:
-        assert "stopping the vLLM server" not in text
-        assert group_processes(vllm_server.pid) and VLLMServerClient(vllm_server.url).is_healthy()
+    _assert_saved_on_signal(out, text, proc.returncode, signal.SIGTERM)
+    assert len(complete_checkpoints(out)) == 1 and train_steps(out)[-1] >= 2
+    assert "stopping the vLLM server" not in text
+    assert group_processes(vllm_server.pid) and VLLMServerClient(vllm_server.url).is_healthy()
 
 
 def listening_addresses(port: int) -> set[str]:
