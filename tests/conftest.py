@@ -61,15 +61,24 @@ def group_processes(pgid: int) -> list[str]:
     return rows
 
 
-def wait_group_gone(pgid: int, timeout: float) -> None:
-    """Poll until no live process of the group is left: accelerate's launcher can exit before the trainer
-    it started has saved its checkpoint."""
+def processes_using(run_dir: str) -> list[str]:
+    """Live processes whose command line names the run dir (the training ranks and `accelerate launch`)."""
+    ps = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True).stdout
+    return [ln.strip() for ln in ps.splitlines() if run_dir in ln and ln.split(None, 2)[1][0] != "Z"]
+
+
+def assert_all_gone(*pgids: int, run_dir: str | None = None, timeout: float = 60) -> None:
+    """Poll until no live process of the groups (nor, given `run_dir`, one naming it) is left, else fail: a
+    group can take a moment to be reaped, and accelerate's launcher can exit before the trainer it started
+    has saved its checkpoint."""
     import time
 
     deadline = time.monotonic() + timeout
-    while group_processes(pgid):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still running {timeout:.0f} s after the launcher exited: {group_processes(pgid)}")
+    while True:
+        left = [p for g in pgids for p in group_processes(g)] + (processes_using(run_dir) if run_dir else [])
+        if not left:
+            return
+        assert time.monotonic() < deadline, f"still running {timeout:.0f} s after the launcher exited: {left}"
         time.sleep(0.2)
 
 

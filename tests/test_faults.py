@@ -17,7 +17,7 @@ import time
 
 import pytest
 from _tiny import REPO, accelerate_cmd, read_jsonl, run
-from conftest import wait_group_gone
+from conftest import assert_all_gone
 from test_grpo_recipe import grpo_args, two_step_run
 
 from math_grpo.checkpoints import COMPLETE_MARKER
@@ -49,7 +49,7 @@ def _interrupt_after(cmd: list[str], out: str, steps: int, interrupt) -> subproc
                 time.sleep(0.2)
             interrupt(proc)
             proc.wait(timeout=180)
-            wait_group_gone(proc.pid, 180)  # accelerate may exit first; the trainer still saves its checkpoint
+            assert_all_gone(proc.pid, timeout=180)  # accelerate may exit first; the trainer still saves its checkpoint
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)

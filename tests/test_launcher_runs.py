@@ -16,7 +16,7 @@ import time
 
 import pytest
 from _tiny import REPO, read_jsonl
-from conftest import group_processes, reserve_port
+from conftest import assert_all_gone, group_processes, reserve_port
 from test_server_grpo import RECIPE, _kill_group, _read, _server_child, small_run
 
 from math_grpo.checkpoints import COMPLETE_MARKER
@@ -39,28 +39,11 @@ def train_steps(run_dir: str) -> list[int]:
     return [r["step"] for r in read_jsonl(path) if "train/loss" in r] if os.path.isfile(path) else []
 
 
-def processes_using(run_dir: str) -> list[str]:
-    """Live processes whose command line names the run dir (the training ranks and `accelerate launch`)."""
-    ps = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True).stdout
-    return [ln.strip() for ln in ps.splitlines() if run_dir in ln and ln.split(None, 2)[1][0] != "Z"]
-
-
 def wait_for(what: str, ready, proc: subprocess.Popen, log: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not ready():
         assert proc.poll() is None, f"launcher exited {proc.returncode} before {what}:\n{_read(log)[-4000:]}"
         assert time.monotonic() < deadline, f"no {what} within {timeout:.0f} s:\n{_read(log)[-3000:]}"
-        time.sleep(0.2)
-
-
-def assert_all_gone(run_dir: str, *pgids: int, timeout: float = 60) -> None:
-    """Poll (a group can take a moment to be reaped) until no process of the run is left, else fail."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = [p for g in pgids for p in group_processes(g)] + processes_using(run_dir)
-        if not left:
-            return
-        assert time.monotonic() < deadline, f"left behind after the launcher exited: {left}"
         time.sleep(0.2)
 
 
@@ -112,7 +95,7 @@ def test_launcher_normal_run_then_resume_with_server_url_then_sigint(vllm_server
         assert listening_addresses(port) == {"127.0.0.1"}  # the default --host: loopback only
         proc.wait(timeout=600)
         assert proc.returncode == 0, _read(log)[-4000:]
-        assert_all_gone(out, server_pid, proc.pid)  # before the clean-up below could do the launcher's job
+        assert_all_gone(server_pid, proc.pid, run_dir=out)  # before the clean-up below could do the launcher's job
     finally:
         _clean_up(reservation, proc, server_pid)
     text = _read(log)
@@ -130,7 +113,7 @@ def test_launcher_normal_run_then_resume_with_server_url_then_sigint(vllm_server
                               "1000", "--resume_from_checkpoint", "auto")], log2)
     try:
         _signal_mid_training(proc, out, log2, signal.SIGINT, after_step=3)
-        assert_all_gone(out, proc.pid)
+        assert_all_gone(proc.pid, run_dir=out)
     finally:
         if proc.poll() is None:
             _kill_group(proc.pid)
@@ -153,7 +136,7 @@ def test_launcher_sigterm_during_training_saves_and_exits_143(vllm_server, tmp_p
     proc = launch(["--server-url", vllm_server.url, RECIPE, *train], log)
     try:
         _signal_mid_training(proc, out, log, signal.SIGTERM, after_step=2)
-        assert_all_gone(out, proc.pid)  # before the clean-up below
+        assert_all_gone(proc.pid, run_dir=out)  # before the clean-up below
     finally:
         if proc.poll() is None:
             _kill_group(proc.pid)
@@ -196,7 +179,7 @@ def test_launcher_health_timeout_expiry_is_one_line_and_stops_the_server(vllm_se
     assert proc.returncode == 2 and len(errors) == 1, text[-3000:]
     assert f"http://127.0.0.1:{port}" in errors[0] and "not healthy after 3 s" in errors[0], errors
     assert "stopping the vLLM server" in text and "Traceback" not in text
-    assert_all_gone(out, proc.pid)
+    assert_all_gone(proc.pid, run_dir=out)
     assert not [ln for ln in subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True).stdout.splitlines()
                 if f"--port {port}" in ln and "vllm.entrypoints" in ln], "server left behind"
     assert not os.path.isdir(os.path.join(out, "checkpoint-1"))  # training never started

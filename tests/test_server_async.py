@@ -15,7 +15,7 @@ import time
 import pytest
 import requests
 from _tiny import REPO, accelerate_cmd, read_jsonl, run
-from conftest import wait_group_gone
+from conftest import assert_all_gone
 from test_server_grpo import RECIPE, small_run
 
 from math_grpo.checkpoints import COMPLETE_MARKER
@@ -106,7 +106,7 @@ def test_async_sigterm_with_a_request_in_flight(vllm_server, tmp_path):
                 time.sleep(0.1)
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=180)
-            wait_group_gone(proc.pid, 180)  # the trainer can outlive accelerate's launcher
+            assert_all_gone(proc.pid, timeout=180)  # the trainer can outlive accelerate's launcher
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)

@@ -14,7 +14,7 @@ import time
 
 import pytest
 from _tiny import REPO, accelerate_cmd, read_jsonl, run
-from conftest import group_processes, reserve_port
+from conftest import assert_all_gone, group_processes, reserve_port
 
 from math_grpo.checkpoints import COMPLETE_MARKER
 from math_grpo.vllm_server import VLLMServerClient
@@ -146,9 +146,7 @@ def test_launcher_server_killed_mid_run_clear_error_checkpoint_kept(vllm_server,
         assert os.path.isfile(os.path.join(out, "server.log"))
         os.killpg(server_pid, signal.SIGKILL)  # the server dies mid-run
         proc.wait(timeout=180)
-        from test_launcher_runs import assert_all_gone
-
-        assert_all_gone(out, server_pid, proc.pid)  # polled, and before the clean-up below
+        assert_all_gone(server_pid, proc.pid, run_dir=out)  # polled, and before the clean-up below
     finally:
         reservation.close()
         if proc.poll() is None:
