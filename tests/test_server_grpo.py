@@ -71,7 +71,7 @@ def test_two_terminal_usage_from_the_readme(vllm_server, tmp_path):
         readme = f.read()
     assert "CUDA_VISIBLE_DEVICES=1 trl vllm-serve --model" in readme
     assert "CUDA_VISIBLE_DEVICES=0 accelerate launch --config_file accelerate_configs/zero2.yaml" in readme
-    assert "vllm.entrypoints.openai.api_server" in readme  # the CPU server the fixture starts
+    assert "python -m math_grpo.vllm_cpu_server" in readme  # the CPU server the fixture starts
 
     out = str(tmp_path / "run")
     cmd = [os.path.join(os.path.dirname(sys.executable), "accelerate"), "launch", "--config_file",
