@@ -17,7 +17,7 @@ import time
 import pytest
 from _tiny import REPO, read_jsonl
 from conftest import assert_all_gone, group_processes, reserve_port
-from test_server_grpo import RECIPE, _kill_group, _read, _server_child, small_run
+from test_server_grpo import RECIPE, _kill_group, _read, _server_child, is_vllm_server, small_run
 
 from math_grpo.checkpoints import COMPLETE_MARKER
 from math_grpo.vllm_server import VLLMServerClient
@@ -181,5 +181,5 @@ def test_launcher_health_timeout_expiry_is_one_line_and_stops_the_server(vllm_se
     assert "stopping the vLLM server" in text and "Traceback" not in text
     assert_all_gone(proc.pid, run_dir=out)
     assert not [ln for ln in subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True).stdout.splitlines()
-                if f"--port {port}" in ln and "vllm.entrypoints" in ln], "server left behind"
+                if f"--port {port}" in ln and is_vllm_server(ln)], "server left behind"
     assert not os.path.isdir(os.path.join(out, "checkpoint-1"))  # training never started

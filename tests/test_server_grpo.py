@@ -24,6 +24,11 @@ pytestmark = [pytest.mark.server, pytest.mark.slow]
 RECIPE = os.path.join(REPO, "recipes", "tiny", "grpo_server.yaml")
 
 
+def is_vllm_server(cmdline: str) -> bool:
+    """A vLLM server's command line: the CPU entry (math_grpo.vllm_cpu_server) or vLLM's own on GPUs."""
+    return "math_grpo.vllm_cpu_server" in cmdline or "vllm.entrypoints" in cmdline
+
+
 def small_run(model: str, data: str, out: str, steps: int, *extra: str) -> list[str]:
     return ["--model_name_or_path", model, "--dataset_name", os.path.join(data, "train.jsonl"),
             "--output_dir", out, "--max_steps", str(steps), "--per_device_train_batch_size", "8",
@@ -105,7 +110,7 @@ def _server_child(launcher_pid: int, timeout: float) -> int:
         out = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True).stdout
         for line in out.splitlines():
             pid, ppid, args = line.split(None, 2)
-            if int(ppid) == launcher_pid and "vllm.entrypoints" in args:
+            if int(ppid) == launcher_pid and is_vllm_server(args):
                 return int(pid)
         time.sleep(0.5)
     raise AssertionError("the launcher started no vLLM server")
