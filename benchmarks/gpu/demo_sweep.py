@@ -128,7 +128,6 @@ def main() -> None:
     results = open(f"{args.out}/results.jsonl", "a")
     with cf.ProcessPoolExecutor(args.jobs) as pool:
         preps = {pool.submit(prep, args.out, v, d, args.sft_steps): (v, d) for v, d in plan["prep"]}
-        ready: set = set()
         pending = []
         for fut in cf.as_completed(preps):
             v, d = preps[fut]
@@ -140,7 +139,6 @@ def main() -> None:
             results.write(json.dumps(res) + "\n")
             results.flush()
             log(f"prep {v} d{d}: {res['seconds']:.0f} s, SFT acc {res['acc']}")
-            ready.add((v, d))
             pending += [pool.submit(grpo, args.out, *job, args.grpo_steps, args.eval_steps) for job in plan["grpo"]
                         if (job[0], job[1]) == (v, d)]
         for fut in cf.as_completed(pending):
