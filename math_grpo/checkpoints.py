@@ -187,6 +187,18 @@ class CompleteCheckpointCallback(TrainerCallback):
         return control
 
 
+class ThisRunsIntervals(TrainerCallback):
+    """On resume, this run's logging, eval and save steps apply, not the checkpoint's.
+
+    transformers restores the whole TrainerState from the checkpoint, these intervals included, and only warns
+    that they differ from the arguments: a resume with `--save_steps 1000` went on saving every 2 steps, and
+    with `save_total_limit` those saves rotated away the checkpoint it had resumed from."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        state.compute_steps(args, state.max_steps)
+        return control
+
+
 def scrub_secrets(obj: Any) -> Any:
     """Drop values of secret-looking keys so saved configs and logs never hold a token."""
     if isinstance(obj, dict):

@@ -63,6 +63,13 @@ def parse_recipe(dataclass_types: Sequence[type], args: Sequence[str] | None = N
                             f"check the spelling")
     if unknown_flags:
         raise MathGRPOError(f"command line: unknown argument(s) {' '.join(unknown_flags)}; check the spelling")
+    # argparse keeps only the last of a repeated list flag (`--model A --model B` evaluates B alone): an error,
+    # since the user meant both. A repeated single-value flag stays an override, as in every CLI.
+    lists = [f for f in flags if getattr(parser._option_string_actions[f], "nargs", None) in ("+", "*")]
+    repeated = sorted({f for f in lists if lists.count(f) > 1})
+    if repeated:
+        raise MathGRPOError(f"command line: {', '.join(repeated)} given more than once (a list flag keeps only its "
+                            f"last use; give all values after one flag: {repeated[0]} A B)")
     try:
         parsed = parser.parse_args_and_config(args)
     except ValueError as exc:

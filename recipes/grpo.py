@@ -68,7 +68,7 @@ def train(script_args: GRPOScriptArguments, training_args, model_args) -> None:
     guard = NonFiniteGuard() if script_args.stop_on_nan else None
     stopper = StopRequest(time_limit_s=script_args.time_limit_s, stop_file=script_args.stop_file)
     callbacks = [MetricsCallback(run_dir, wandb_run), checkpoints.CompleteCheckpointCallback(),
-                 *([guard] if guard else []), stopper]
+                 checkpoints.ThisRunsIntervals(), *([guard] if guard else []), stopper]
 
     # TRL's GRPOTrainer, plus our weight-sync backend and its logprob check in vLLM server mode.
     trainer = MathGRPOTrainer(

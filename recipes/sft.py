@@ -53,7 +53,8 @@ def train(script_args: SFTScriptArguments, training_args, model_args) -> None:
     stopper = StopRequest(time_limit_s=script_args.time_limit_s, stop_file=script_args.stop_file)
     trainer = SFTTrainer(
         model=model, args=training_args, train_dataset=dataset, processing_class=tokenizer,
-        callbacks=[MetricsCallback(run_dir, wandb_run), checkpoints.CompleteCheckpointCallback(), guard, stopper],
+        callbacks=[MetricsCallback(run_dir, wandb_run), checkpoints.CompleteCheckpointCallback(),
+                   checkpoints.ThisRunsIntervals(), guard, stopper],
     )
     trainer.train(resume_from_checkpoint=resume)
     if guard.tripped:

@@ -82,6 +82,71 @@ def assert_all_gone(*pgids: int, run_dir: str | None = None, timeout: float = 60
         time.sleep(0.2)
 
 
+class Relay:
+    """A TCP relay in front of a server, for cutting a run off its server mid-request without paying for a
+    server of its own (a CPU start costs about 35 s of CPU): `cut()` closes the listening socket and resets
+    every connection, which is what a client sees when the server process dies (connection reset, then
+    refused). The server behind it keeps running for the other tests."""
+
+    def __init__(self, upstream_port: int):
+        import threading
+
+        self.upstream = ("127.0.0.1", upstream_port)
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.conns: list[socket.socket] = []
+        self.is_cut = False
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+                if self.is_cut:
+                    client.close()
+                    return
+                server = socket.create_connection(self.upstream)
+            except OSError:
+                return  # cut
+            with self.lock:
+                self.conns += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def cut(self) -> None:
+        import struct
+
+        self.is_cut = True
+        try:  # wakes the accept() under way (a bare close would leave it accepting)
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.listener.close()
+        with self.lock:
+            for conn in self.conns:
+                try:  # shutdown wakes the relay's own recv() (a bare close would not); linger 0: close resets
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    conn.shutdown(socket.SHUT_RDWR)
+                    conn.close()
+                except OSError:
+                    pass
+
+
 @pytest.fixture(scope="session")
 def vllm_server() -> ServerHandle:
     from _tiny import tiny_assets

@@ -221,6 +221,11 @@ def test_cli_errors_are_one_line(tmp_path):
     bad = run([sys.executable, "recipes/evaluate.py", "--dry_run", "--benchmarks", "nope"], timeout=120, check=False)
     assert bad.returncode == 2 and "unknown benchmark 'nope'" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+    # a list flag given twice would silently keep its last use (argparse): `--model A --model B` is an error
+    twice = run([sys.executable, "recipes/evaluate.py", "--dry_run", "--model", "a", "--model", "b", "--benchmarks",
+                 f"aime24={fixture('aime24.jsonl')}"], timeout=120, check=False)
+    assert twice.returncode == 2 and "--model given more than once" in twice.stderr, twice.stderr
+    assert len(twice.stderr.strip().splitlines()) == 1
 
 
 def test_gpu_evaluation_recipe_parses_and_samples_per_benchmark():

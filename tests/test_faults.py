@@ -16,20 +16,13 @@ import tempfile
 import time
 
 import pytest
-from _tiny import REPO, accelerate_cmd, read_jsonl, run
+from _runs import grpo_args, train_steps, two_step_run
+from _tiny import REPO, accelerate_cmd, read_jsonl, recipe_cmd, run
 from conftest import assert_all_gone
-from test_grpo_recipe import grpo_args, two_step_run
 
 from math_grpo.checkpoints import COMPLETE_MARKER
 
 pytestmark = pytest.mark.slow
-
-
-def _train_steps(run_dir: str) -> list[int]:
-    path = os.path.join(run_dir, "metrics.jsonl")
-    if not os.path.isfile(path):
-        return []
-    return [r["step"] for r in read_jsonl(path) if "train/loss" in r]
 
 
 def _interrupt_after(cmd: list[str], out: str, steps: int, interrupt) -> subprocess.CompletedProcess:
@@ -41,7 +34,7 @@ def _interrupt_after(cmd: list[str], out: str, steps: int, interrupt) -> subproc
                                 start_new_session=True)
         try:
             deadline = time.monotonic() + 300
-            while len(_train_steps(out)) < steps:
+            while len(train_steps(out)) < steps:
                 if proc.poll() is not None:
                     log.seek(0)
                     raise AssertionError(f"exited {proc.returncode} before step {steps}:\n{log.read()[-4000:]}")
@@ -72,10 +65,10 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path):
     assert saved_step >= 2
     # resume continues from the saved step (not from 0) and counts on
     target = saved_step + 2
-    resumed = run(accelerate_cmd("cpu.yaml", "recipes/grpo.py",
+    resumed = run(recipe_cmd("recipes/grpo.py",
                                  *grpo_args(out, target, "--resume_from_checkpoint", "auto", "--save_steps", "1000")))
     assert f"checkpoint-{saved_step}" in resumed.stdout
-    steps = _train_steps(out)
+    steps = train_steps(out)
     assert steps[-2:] == [saved_step + 1, target]
 
 
@@ -87,7 +80,7 @@ def test_sigint_saves_and_exits_130_and_a_second_signal_aborts_at_once(tmp_path)
     assert ended.returncode == 128 + signal.SIGINT, ended.stdout[-3000:]
     assert "received SIGINT" in ended.stdout
     saved = [c for c in glob.glob(os.path.join(out, "checkpoint-*")) if os.path.isfile(os.path.join(c, COMPLETE_MARKER))]
-    assert [int(c.rsplit("-", 1)[1]) for c in saved] == [_train_steps(out)[-1]], (saved, ended.stdout[-3000:])
+    assert [int(c.rsplit("-", 1)[1]) for c in saved] == [train_steps(out)[-1]], (saved, ended.stdout[-3000:])
 
     out2 = str(tmp_path / "run2")
     cmd = [sys.executable, os.path.join(REPO, "recipes/grpo.py"), *grpo_args(out2, 500, "--save_steps", "1000")]
@@ -111,7 +104,7 @@ def test_stop_file_ends_sft_cleanly_with_its_model_saved(tmp_path):
 
     assets = tiny_assets()
     out, stop = str(tmp_path / "sft"), str(tmp_path / "STOP")
-    cmd = accelerate_cmd("cpu.yaml", "recipes/sft.py", "--config", os.path.join(REPO, "tests/fixtures/recipes/sft_test.yaml"),
+    cmd = recipe_cmd("recipes/sft.py", "--config", os.path.join(REPO, "tests/fixtures/recipes/sft_test.yaml"),
                          "--model_name_or_path", assets["model"], "--dataset_name", os.path.join(assets["data"], "sft.jsonl"),
                          "--output_dir", out, "--max_steps", "100000", "--logging_steps", "1", "--report_to", "none",
                          "--save_strategy", "no", "--stop_file", stop)
@@ -119,7 +112,7 @@ def test_stop_file_ends_sft_cleanly_with_its_model_saved(tmp_path):
     output = ended.stdout
     assert ended.returncode == 0, output[-4000:]
     assert f"stop file {stop} found" in output, output[-3000:]
-    steps = _train_steps(out)
+    steps = train_steps(out)
     assert 3 <= steps[-1] < 1000, steps
     from transformers import AutoModelForCausalLM
 
@@ -135,10 +128,10 @@ def test_partial_checkpoint_is_skipped_on_resume(tmp_path):
     for name in os.listdir(partial):
         if name.startswith("optimizer"):
             os.remove(os.path.join(partial, name))
-    proc = run(accelerate_cmd("cpu.yaml", "recipes/grpo.py", *grpo_args(out, 3, "--resume_from_checkpoint", "auto")))
+    proc = run(recipe_cmd("recipes/grpo.py", *grpo_args(out, 3, "--resume_from_checkpoint", "auto")))
     assert "skipping incomplete checkpoint" in proc.stdout and "checkpoint-7" in proc.stdout
     assert "resuming from" in proc.stdout and "checkpoint-2" in proc.stdout
-    assert _train_steps(out)[-1] == 3
+    assert train_steps(out)[-1] == 3
     assert not os.path.isdir(partial) and glob.glob(partial + ".incomplete-*")
 
 
@@ -147,7 +140,7 @@ def test_non_finite_weights_stop_the_run_with_a_usable_checkpoint(tmp_path):
     # Warm-up makes step 1's learning rate 0 (a good checkpoint-1); at step 2 AdamW's decoupled weight decay,
     # lr * wd = 1e30 / 3 * 1e10, overflows float32 and every weight becomes inf (a random policy earns no
     # reward, so the gradients alone would not move it).
-    proc = run(accelerate_cmd("cpu.yaml", "recipes/grpo.py",
+    proc = run(recipe_cmd("recipes/grpo.py",
                               *grpo_args(out, 6, "--learning_rate", "1e30", "--lr_scheduler_type", "linear",
                                          "--warmup_steps", "3", "--weight_decay", "1e10", "--save_steps", "1")),
                check=False)
@@ -168,14 +161,14 @@ def test_weights_overflowing_between_saves_stop_the_run_at_that_step(tmp_path):
     weight inf although that step's loss and gradient norm were finite. The run must stop at step 1 with the
     guard's one-line error, not die at step 2's sampling on NaN probabilities with a traceback."""
     out = str(tmp_path / "run")
-    proc = run(accelerate_cmd("cpu.yaml", "recipes/grpo.py",
+    proc = run(recipe_cmd("recipes/grpo.py",
                               *grpo_args(out, 6, "--learning_rate", "1e30", "--weight_decay", "1e10",
                                          "--save_steps", "1000")), check=False)
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert proc.returncode != 0 and len(errors) == 1, proc.stderr[-3000:]
     assert "non-finite weights=nan at step 1" in errors[0] and "last usable checkpoint: None" in errors[0], errors
     assert "probability tensor" not in proc.stderr
-    assert _train_steps(out) == [1] and not glob.glob(os.path.join(out, "checkpoint-*"))
+    assert train_steps(out) == [1] and not glob.glob(os.path.join(out, "checkpoint-*"))
 
 
 @pytest.mark.parametrize("key, value", [("loss", float("nan")), ("grad_norm", float("inf"))])
@@ -203,7 +196,7 @@ def test_failed_evaluation_never_costs_the_run(tmp_path):
 
     out = str(tmp_path / "run")
     bench = os.path.join(tiny_assets()["data"], "test.jsonl")
-    proc = run(accelerate_cmd("cpu.yaml", "recipes/grpo.py",
+    proc = run(recipe_cmd("recipes/grpo.py",
                               *grpo_args(out, 3, "--benchmarks", f"synthetic={bench}", "--eval_steps", "2",
                                          "--eval_max_samples", "4", "--eval_max_tokens", "8", "--eval_n", "2",
                                          "--eval_temperature", "0", "--save_steps", "1000")))
@@ -228,7 +221,7 @@ def small_disk(tmp_path):
 
 def test_disk_full_while_saving_keeps_the_previous_checkpoint(small_disk):
     out = os.path.join(small_disk, "run")
-    proc = run(accelerate_cmd("cpu.yaml", "recipes/grpo.py", *grpo_args(out, 20, "--save_steps", "1")), check=False)
+    proc = run(recipe_cmd("recipes/grpo.py", *grpo_args(out, 20, "--save_steps", "1")), check=False)
     assert proc.returncode != 0
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert errors and "disk full" in errors[-1], proc.stderr[-3000:]
@@ -252,7 +245,7 @@ def test_wandb_unreachable_goes_offline_once_and_hides_the_key(tmp_path):
         recipe.write_text(f.read() + f"\nhub_token: {hub}\n", encoding="utf-8")
     args = grpo_args(out, 2, "--report_to", "wandb")
     args[args.index("--config") + 1] = str(recipe)
-    cmd = accelerate_cmd("cpu.yaml", "recipes/grpo.py", *args)
+    cmd = recipe_cmd("recipes/grpo.py", *args)
     full_env = {k: v for k, v in {**os.environ, **env}.items() if v}
     proc = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -290,7 +283,7 @@ def test_malformed_rows_are_counted_in_a_real_run(tmp_path):
     lines[7] = b'{"problem": "\xff\xfe bad bytes", "answer": "2"}'
     lines[9] = json.dumps({"problem": "x" * 50_000, "answer": "3"}).encode()
     bad.write_bytes(b"\n".join(lines) + b"\n")
-    proc = run(accelerate_cmd("cpu.yaml", "recipes/grpo.py", *grpo_args(str(tmp_path / "r"), 1, "--dataset_name", str(bad))))
+    proc = run(recipe_cmd("recipes/grpo.py", *grpo_args(str(tmp_path / "r"), 1, "--dataset_name", str(bad))))
     assert "kept 36 of 40 rows, skipped 4 malformed" in proc.stdout
     proc = run([sys.executable, os.path.join(REPO, "recipes/grpo.py"),
                 *grpo_args(str(tmp_path / "r2"), 1, "--dataset_name", str(bad), "--bad_rows", "error")], check=False)

@@ -2,56 +2,19 @@
 
 from __future__ import annotations
 
-import functools
 import glob
 import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 
 import pytest
-from _tiny import REPO, accelerate_cmd, read_jsonl, run, tiny_assets
+from _runs import grpo_args, two_step_run
+from _tiny import REPO, accelerate_cmd, read_jsonl, recipe_cmd, run, tiny_assets
 
 from math_grpo.checkpoints import COMPLETE_MARKER
 
 pytestmark = pytest.mark.slow
-
-
-def grpo_args(out: str, steps: int, *extra: str) -> list[str]:
-    assets = tiny_assets()
-    return [
-        "--config", os.path.join(REPO, "tests/fixtures/recipes/grpo_test.yaml"),
-        "--model_name_or_path", assets["model"],
-        "--dataset_name", os.path.join(assets["data"], "train.jsonl"),
-        "--output_dir", out,
-        "--max_steps", str(steps),
-        "--per_device_train_batch_size", "8",
-        "--num_generations", "4",
-        "--max_completion_length", "12",
-        "--logging_steps", "1",
-        "--save_steps", "2",
-        "--lr_scheduler_type", "constant",
-        "--warmup_steps", "0",
-        "--use_vllm", "false",
-        "--report_to", "none",
-        *extra,
-    ]
-
-
-@functools.lru_cache(maxsize=1)
-def _two_step_run() -> str:
-    """One 2-step GRPO run (checkpoint-2) for the session; tests copy it rather than train it again."""
-    out = os.path.join(tempfile.mkdtemp(prefix="math-grpo-run2-"), "run")
-    run(accelerate_cmd("cpu.yaml", "recipes/grpo.py", *grpo_args(out, 2)))
-    return out
-
-
-def two_step_run(dest: str) -> str:
-    """A copy of the session's 2-step run at `dest` (same arguments as `grpo_args(dest, 2)`)."""
-    shutil.copytree(_two_step_run(), dest)
-    return dest
 
 
 def prompts_by_step(run_dir: str) -> dict[int, list[str]]:
@@ -96,11 +59,14 @@ def test_grpo_two_processes_ddp(tmp_path):
 
 def test_resume_continues_step_count_and_data_order(tmp_path):
     straight = str(tmp_path / "straight")
-    run(accelerate_cmd("cpu.yaml", "recipes/grpo.py", *grpo_args(straight, 4)))
+    run(recipe_cmd("recipes/grpo.py", *grpo_args(straight, 4)))
     resumed = two_step_run(str(tmp_path / "resumed"))
-    proc = run(accelerate_cmd("cpu.yaml", "recipes/grpo.py",
-                              *grpo_args(resumed, 4, "--resume_from_checkpoint", "auto")))
+    proc = run(recipe_cmd("recipes/grpo.py",
+                          *grpo_args(resumed, 4, "--resume_from_checkpoint", "auto", "--save_steps", "3")))
     assert "resuming from" in proc.stdout and "checkpoint-2" in proc.stdout
+    # this run's save_steps (3) apply, not the checkpoint's (2, restored by transformers with the state); the
+    # Trainer also saves at max_steps
+    assert sorted(int(c.rsplit("-", 1)[1]) for c in glob.glob(os.path.join(resumed, "checkpoint-*"))) == [2, 3, 4]
     state = json.load(open(os.path.join(resumed, "checkpoint-4", "trainer_state.json")))
     assert state["global_step"] == 4
     a, b = prompts_by_step(straight), prompts_by_step(resumed)

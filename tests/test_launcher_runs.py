@@ -11,54 +11,35 @@ import glob
 import os
 import signal
 import subprocess
-import sys
-import time
 
 import pytest
-from _tiny import REPO, read_jsonl
+from _runs import (
+    RECIPE,
+    complete_checkpoints,
+    is_vllm_server,
+    kill_group,
+    launch,
+    read_text,
+    server_child,
+    small_run,
+    train_steps,
+    wait_for,
+)
+from _tiny import read_jsonl
 from conftest import assert_all_gone, group_processes, reserve_port
-from test_server_grpo import RECIPE, _kill_group, _read, _server_child, is_vllm_server, small_run
 
-from math_grpo.checkpoints import COMPLETE_MARKER
 from math_grpo.vllm_server import VLLMServerClient
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
-
-
-def launch(args: list[str], log_path: str) -> subprocess.Popen:
-    """The launcher in its own session, its output in a file (a pipe nobody reads would block it)."""
-    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONUNBUFFERED": "1"}
-    with open(log_path, "w") as log:
-        return subprocess.Popen([sys.executable, "-m", "math_grpo.launch", *args], cwd=REPO, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def train_steps(run_dir: str) -> list[int]:
-    path = os.path.join(run_dir, "metrics.jsonl")
-    return [r["step"] for r in read_jsonl(path) if "train/loss" in r] if os.path.isfile(path) else []
-
-
-def wait_for(what: str, ready, proc: subprocess.Popen, log: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        assert proc.poll() is None, f"launcher exited {proc.returncode} before {what}:\n{_read(log)[-4000:]}"
-        assert time.monotonic() < deadline, f"no {what} within {timeout:.0f} s:\n{_read(log)[-3000:]}"
-        time.sleep(0.2)
-
-
-def complete_checkpoints(run_dir: str) -> list[int]:
-    return sorted(int(c.rsplit("-", 1)[1]) for c in glob.glob(os.path.join(run_dir, "checkpoint-*"))
-                  if os.path.isfile(os.path.join(c, COMPLETE_MARKER)))
 
 
 def _clean_up(reservation, proc, server_pid) -> None:
     """Free the reserved port and stop whatever the test left running (the launcher, a server it started)."""
     reservation.close()
     if proc is not None and proc.poll() is None:
-        _kill_group(proc.pid)
+        kill_group(proc.pid)
     if server_pid:
-        _kill_group(server_pid)
+        kill_group(server_pid)
 
 
 def _signal_mid_training(proc: subprocess.Popen, out: str, log: str, sig: int, after_step: int) -> None:
@@ -89,16 +70,16 @@ def test_launcher_normal_run_then_resume_with_server_url_then_sigint(vllm_server
     try:
         proc = launch(["--port", str(port), RECIPE, *small_run(vllm_server.model, vllm_server.data, out, 2,
                                                                 "--save_steps", "2", "--eval_steps", "1000")], log)
-        server_pid = _server_child(proc.pid, 120)
+        server_pid = server_child(proc.pid, 120)
         client = VLLMServerClient(f"http://127.0.0.1:{port}")
         wait_for("a healthy server", lambda: client.is_healthy(timeout=2), proc, log, 420)
         assert listening_addresses(port) == {"127.0.0.1"}  # the default --host: loopback only
         proc.wait(timeout=600)
-        assert proc.returncode == 0, _read(log)[-4000:]
+        assert proc.returncode == 0, read_text(log)[-4000:]
         assert_all_gone(server_pid, proc.pid, run_dir=out)  # before the clean-up below could do the launcher's job
     finally:
         _clean_up(reservation, proc, server_pid)
-    text = _read(log)
+    text = read_text(log)
     assert f"starting the vLLM server (CPU build) for {vllm_server.model} at http://127.0.0.1:{port}" in text
     assert "stopping the vLLM server" in text
     assert train_steps(out) == [1, 2] and complete_checkpoints(out) == [2]
@@ -116,8 +97,8 @@ def test_launcher_normal_run_then_resume_with_server_url_then_sigint(vllm_server
         assert_all_gone(proc.pid, run_dir=out)
     finally:
         if proc.poll() is None:
-            _kill_group(proc.pid)
-    text = _read(log2)
+            kill_group(proc.pid)
+    text = read_text(log2)
     assert "resuming from" in text and "checkpoint-2" in text, text[-3000:]
     steps = train_steps(out)
     assert steps[:3] == [1, 2, 3] and len(steps) == len(set(steps)), steps  # went on from 2, not from 0
@@ -139,8 +120,8 @@ def test_launcher_sigterm_during_training_saves_and_exits_143(vllm_server, tmp_p
         assert_all_gone(proc.pid, run_dir=out)  # before the clean-up below
     finally:
         if proc.poll() is None:
-            _kill_group(proc.pid)
-    text = _read(log)
+            kill_group(proc.pid)
+    text = read_text(log)
     _assert_saved_on_signal(out, text, proc.returncode, signal.SIGTERM)
     assert len(complete_checkpoints(out)) == 1 and train_steps(out)[-1] >= 2
     assert "stopping the vLLM server" not in text
@@ -173,8 +154,8 @@ def test_launcher_health_timeout_expiry_is_one_line_and_stops_the_server(vllm_se
     finally:
         reservation.close()
         if proc is not None and proc.poll() is None:
-            _kill_group(proc.pid)
-    text = _read(log)
+            kill_group(proc.pid)
+    text = read_text(log)
     errors = [ln for ln in text.splitlines() if ln.startswith("error:")]
     assert proc.returncode == 2 and len(errors) == 1, text[-3000:]
     assert f"http://127.0.0.1:{port}" in errors[0] and "not healthy after 3 s" in errors[0], errors

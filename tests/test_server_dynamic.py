@@ -9,8 +9,8 @@ import os
 import zlib
 
 import pytest
-from _tiny import accelerate_cmd, read_jsonl, run
-from test_server_grpo import RECIPE, small_run
+from _runs import RECIPE, small_run
+from _tiny import accelerate_cmd, read_jsonl, recipe_cmd, run
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -96,7 +96,7 @@ def test_refill_bound_and_resume_continue_the_refill_stream(vllm_server, tmp_pat
     """The untrained tiny model never earns an r1_zero reward: every group is dropped, so each step runs exactly
     the bound's rounds and trains on nothing, and says so; a resumed run continues the refill stream."""
     out = str(tmp_path / "run")
-    proc = run(accelerate_cmd("cpu.yaml", "recipes/grpo.py", "--config", RECIPE,
+    proc = run(recipe_cmd("recipes/grpo.py", "--config", RECIPE,
                               *small_run(vllm_server.model, vllm_server.data, out, 4, "--vllm_server_base_url",
                                          vllm_server.url, *DYNAMIC)), timeout=600)
     train = _train_rows(out)
@@ -111,7 +111,7 @@ def test_refill_bound_and_resume_continue_the_refill_stream(vllm_server, tmp_pat
     assert "groups carry a learning signal after 2 rounds" in proc.stdout
 
     resumed = str(tmp_path / "resumed")
-    run(accelerate_cmd("cpu.yaml", "recipes/grpo.py", "--config", RECIPE,
+    run(recipe_cmd("recipes/grpo.py", "--config", RECIPE,
                        *small_run(vllm_server.model, vllm_server.data, resumed, 4, "--vllm_server_base_url",
                                   vllm_server.url, *DYNAMIC, "--resume_from_checkpoint",
                                   os.path.join(out, "checkpoint-2"))), timeout=600)
@@ -145,7 +145,7 @@ def test_dynamic_sampling_with_async_rollouts(vllm_server, tmp_path):
     """Refill rounds are sampled at once and leave the prefetched next batch alone: it still trains a step
     later (staleness 1, never dropped)."""
     out = str(tmp_path / "run")
-    run(accelerate_cmd("cpu.yaml", "recipes/grpo.py", "--config", RECIPE,
+    run(recipe_cmd("recipes/grpo.py", "--config", RECIPE,
                        *small_run(vllm_server.model, vllm_server.data, out, 3, "--vllm_server_base_url",
                                   vllm_server.url, *DYNAMIC, "--async_rollouts", "true",
                                   "--vllm_importance_sampling_correction", "true")), timeout=600)

@@ -8,12 +8,12 @@ import glob
 import math
 import os
 import signal
-import subprocess
 import sys
 import time
 
 import pytest
-from _tiny import REPO, accelerate_cmd, read_jsonl, run
+from _runs import RECIPE, kill_group, launch, read_text, server_child, small_run, train_steps
+from _tiny import REPO, accelerate_cmd, read_jsonl, recipe_cmd, run
 from conftest import assert_all_gone, group_processes, reserve_port
 
 from math_grpo.checkpoints import COMPLETE_MARKER
@@ -21,24 +21,10 @@ from math_grpo.vllm_server import VLLMServerClient
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
-RECIPE = os.path.join(REPO, "recipes", "tiny", "grpo_server.yaml")
-
-
-def is_vllm_server(cmdline: str) -> bool:
-    """A vLLM server's command line: the CPU entry (math_grpo.vllm_cpu_server) or vLLM's own on GPUs."""
-    return "math_grpo.vllm_cpu_server" in cmdline or "vllm.entrypoints" in cmdline
-
-
-def small_run(model: str, data: str, out: str, steps: int, *extra: str) -> list[str]:
-    return ["--model_name_or_path", model, "--dataset_name", os.path.join(data, "train.jsonl"),
-            "--output_dir", out, "--max_steps", str(steps), "--per_device_train_batch_size", "8",
-            "--num_generations", "4", "--max_completion_length", "16", "--eval_max_tokens", "16",
-            "--eval_max_samples", "8", "--report_to", "none", *extra]
-
 
 def test_grpo_recipe_server_mode_logs_sync_check_and_eval(vllm_server, tmp_path):
     out = str(tmp_path / "run")
-    run(accelerate_cmd("cpu.yaml", "recipes/grpo.py", "--config", RECIPE,
+    run(recipe_cmd("recipes/grpo.py", "--config", RECIPE,
                        *small_run(vllm_server.model, vllm_server.data, out, 3, "--eval_steps", "2", "--save_steps",
                                   "2", "--vllm_server_base_url", vllm_server.url)), timeout=600)
     rows = read_jsonl(os.path.join(out, "metrics.jsonl"))
@@ -58,7 +44,7 @@ def test_grpo_recipe_server_mode_logs_sync_check_and_eval(vllm_server, tmp_path)
 
     # Resume in server mode: the first sync pushes the resumed weights (not the server's start-up ones) and
     # the check's noise floor is measured on them.
-    run(accelerate_cmd("cpu.yaml", "recipes/grpo.py", "--config", RECIPE,
+    run(recipe_cmd("recipes/grpo.py", "--config", RECIPE,
                        *small_run(vllm_server.model, vllm_server.data, out, 4, "--eval_steps", "1000", "--save_steps",
                                   "1000", "--resume_from_checkpoint", "auto", "--vllm_server_base_url",
                                   vllm_server.url)), timeout=600)
@@ -95,58 +81,31 @@ def test_two_terminal_usage_from_the_readme(vllm_server, tmp_path):
     assert VLLMServerClient(vllm_server.url).is_healthy()
 
 
-def _launcher(args: list[str], log_path: str) -> subprocess.Popen:
-    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONUNBUFFERED": "1", "PYTHON": sys.executable}  # the shim runs $PYTHON: this venv's, whatever PATH says
-    log = open(log_path, "w")
-    return subprocess.Popen(["bash", os.path.join(REPO, "launch", "grpo.sh"), *args], cwd=REPO, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _server_child(launcher_pid: int, timeout: float) -> int:
-    """The pid of the vLLM server the launcher started (its own process group)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            pid, ppid, args = line.split(None, 2)
-            if int(ppid) == launcher_pid and is_vllm_server(args):
-                return int(pid)
-        time.sleep(0.5)
-    raise AssertionError("the launcher started no vLLM server")
 
 
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
-def _read(path: str) -> str:
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return f.read()
 
 
 @pytest.mark.timeout(1800)  # two launcher runs, the first starting its own server
-@pytest.mark.parametrize("overlap", ["sync", "async"])
-def test_launcher_server_killed_mid_run_clear_error_checkpoint_kept(vllm_server, tmp_path, overlap):
-    """The server dies mid-run (with async_rollouts, a request for the next batch is usually in flight): one
-    error naming the URL, the complete checkpoints kept; then (once) a resume from them on a healthy server."""
+def test_launcher_server_killed_mid_run_clear_error_checkpoint_kept(vllm_server, tmp_path):
+    """The launcher's own server dies mid-run: one error naming the URL, the complete checkpoints kept; then a
+    resume from them on a healthy server. (With async_rollouts and a request in flight:
+    tests/test_server_async.py::test_async_server_lost_mid_request_clear_error_checkpoint_kept.)"""
     out = str(tmp_path / "run")
     port, reservation = reserve_port()
     log = str(tmp_path / "launch.log")
-    mode = ["--async_rollouts", "true"] if overlap == "async" else []
-    proc = _launcher(["--port", str(port), RECIPE, *small_run(vllm_server.model, vllm_server.data, out, 500,
-                                                               "--save_steps", "1", "--eval_steps", "1000", *mode)],
-                     log)
+    train = small_run(vllm_server.model, vllm_server.data, out, 500, "--save_steps", "1", "--eval_steps", "1000")
+    proc = launch(["--port", str(port), RECIPE, *train], log, shell=True)
     server_pid = None
     try:
-        server_pid = _server_child(proc.pid, 120)
+        server_pid = server_child(proc.pid, 120)
         deadline = time.monotonic() + 420
         while not os.path.isfile(os.path.join(out, "checkpoint-2", COMPLETE_MARKER)):
-            assert proc.poll() is None, _read(log)[-4000:]
-            assert time.monotonic() < deadline, "no complete checkpoint-2 in time: " + _read(log)[-3000:]
+            assert proc.poll() is None, read_text(log)[-4000:]
+            assert time.monotonic() < deadline, "no complete checkpoint-2 in time: " + read_text(log)[-3000:]
             time.sleep(0.5)
         assert os.path.isfile(os.path.join(out, "server.log"))
         os.killpg(server_pid, signal.SIGKILL)  # the server dies mid-run
@@ -155,10 +114,10 @@ def test_launcher_server_killed_mid_run_clear_error_checkpoint_kept(vllm_server,
     finally:
         reservation.close()
         if proc.poll() is None:
-            _kill_group(proc.pid)
+            kill_group(proc.pid)
         if server_pid:
-            _kill_group(server_pid)
-    text = _read(log)
+            kill_group(server_pid)
+    text = read_text(log)
     assert proc.returncode != 0
     errors = [ln for ln in text.splitlines() if ln.startswith("error:")]
     assert errors and f"127.0.0.1:{port}" in errors[0], text[-3000:]
@@ -168,10 +127,7 @@ def test_launcher_server_killed_mid_run_clear_error_checkpoint_kept(vllm_server,
 
     last = max(complete, key=lambda c: int(c.rsplit("-", 1)[1]))
     AutoModelForCausalLM.from_pretrained(last)  # intact: it loads
-    if overlap == "async":
-        return
-    from test_launcher_runs import launch, train_steps
-
+    assert "the vLLM server died during training" in text, text[-3000:]  # the launcher says which part died
     # Resume from that checkpoint through the launcher, on a healthy server: the step count goes on from it.
     saved = int(last.rsplit("-", 1)[1])
     log2 = str(tmp_path / "resume.log")
@@ -182,31 +138,31 @@ def test_launcher_server_killed_mid_run_clear_error_checkpoint_kept(vllm_server,
         proc.wait(timeout=600)
     finally:
         if proc.poll() is None:
-            _kill_group(proc.pid)
-    assert proc.returncode == 0, _read(log2)[-4000:]
-    assert "resuming from" in _read(log2) and f"checkpoint-{saved}" in _read(log2), _read(log2)[-3000:]
+            kill_group(proc.pid)
+    assert proc.returncode == 0, read_text(log2)[-4000:]
+    assert "resuming from" in read_text(log2) and f"checkpoint-{saved}" in read_text(log2), read_text(log2)[-3000:]
     assert train_steps(out)[-1] == saved + 1
 
 
 def test_launcher_sigterm_while_server_starts_stops_it(vllm_server, tmp_path):
     port, reservation = reserve_port()
     log = str(tmp_path / "launch.log")
-    proc = _launcher(["--port", str(port), RECIPE, *small_run(vllm_server.model, vllm_server.data,
-                                                               str(tmp_path / "run"), 5)], log)
+    train = small_run(vllm_server.model, vllm_server.data, str(tmp_path / "run"), 5)
+    proc = launch(["--port", str(port), RECIPE, *train], log, shell=True)
     server_pid = None
     try:
-        server_pid = _server_child(proc.pid, 120)  # found: it is starting (a CPU start takes about 90 s)
+        server_pid = server_child(proc.pid, 120)  # found: it is starting (a CPU start takes about 90 s)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
         assert not group_processes(server_pid), "server left behind"  # before the clean-up below
     finally:
         reservation.close()
         if proc.poll() is None:
-            _kill_group(proc.pid)
+            kill_group(proc.pid)
         if server_pid:
-            _kill_group(server_pid)
-    assert proc.returncode == 143, _read(log)[-2000:]
-    assert "stopping the vLLM server" in _read(log)
+            kill_group(server_pid)
+    assert proc.returncode == 143, read_text(log)[-2000:]
+    assert "stopping the vLLM server" in read_text(log)
     assert not group_processes(server_pid), "server left behind"
 
 
@@ -227,7 +183,7 @@ def test_sync_check_mismatch_stops_the_run_with_its_error(vllm_server, tmp_path)
     """A tolerance far below the float32 noise floor (~1e-6) makes the second sync a mismatch: the run must
     stop there with the check's one-line error, not train on."""
     out = str(tmp_path / "run")
-    proc = run(accelerate_cmd("cpu.yaml", "recipes/grpo.py", "--config", RECIPE,
+    proc = run(recipe_cmd("recipes/grpo.py", "--config", RECIPE,
                               *small_run(vllm_server.model, vllm_server.data, out, 20, "--eval_steps", "1000",
                                          "--save_steps", "1000", "--sync_check_min_tolerance", "1e-15",
                                          "--sync_check_factor", "1e-9", "--vllm_server_base_url", vllm_server.url)),
