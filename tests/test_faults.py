@@ -66,7 +66,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path):
     # resume continues from the saved step (not from 0) and counts on
     target = saved_step + 2
     resumed = run(recipe_cmd("recipes/grpo.py",
-                                 *grpo_args(out, target, "--resume_from_checkpoint", "auto", "--save_steps", "1000")))
+                             *grpo_args(out, target, "--resume_from_checkpoint", "auto", "--save_steps", "1000")))
     assert f"checkpoint-{saved_step}" in resumed.stdout
     steps = train_steps(out)
     assert steps[-2:] == [saved_step + 1, target]
@@ -105,9 +105,9 @@ def test_stop_file_ends_sft_cleanly_with_its_model_saved(tmp_path):
     assets = tiny_assets()
     out, stop = str(tmp_path / "sft"), str(tmp_path / "STOP")
     cmd = recipe_cmd("recipes/sft.py", "--config", os.path.join(REPO, "tests/fixtures/recipes/sft_test.yaml"),
-                         "--model_name_or_path", assets["model"], "--dataset_name", os.path.join(assets["data"], "sft.jsonl"),
-                         "--output_dir", out, "--max_steps", "100000", "--logging_steps", "1", "--report_to", "none",
-                         "--save_strategy", "no", "--stop_file", stop)
+                     "--model_name_or_path", assets["model"], "--dataset_name", os.path.join(assets["data"], "sft.jsonl"),
+                     "--output_dir", out, "--max_steps", "100000", "--logging_steps", "1", "--report_to", "none",
+                     "--save_strategy", "no", "--stop_file", stop)
     ended = _interrupt_after(cmd, out, 3, lambda proc: open(stop, "w").close())
     output = ended.stdout
     assert ended.returncode == 0, output[-4000:]
@@ -141,8 +141,8 @@ def test_non_finite_weights_stop_the_run_with_a_usable_checkpoint(tmp_path):
     # lr * wd = 1e30 / 3 * 1e10, overflows float32 and every weight becomes inf (a random policy earns no
     # reward, so the gradients alone would not move it).
     proc = run(recipe_cmd("recipes/grpo.py",
-                              *grpo_args(out, 6, "--learning_rate", "1e30", "--lr_scheduler_type", "linear",
-                                         "--warmup_steps", "3", "--weight_decay", "1e10", "--save_steps", "1")),
+                          *grpo_args(out, 6, "--learning_rate", "1e30", "--lr_scheduler_type", "linear",
+                                     "--warmup_steps", "3", "--weight_decay", "1e10", "--save_steps", "1")),
                check=False)
     assert proc.returncode != 0
     assert "non-finite" in proc.stderr and "checkpoint-1" in proc.stderr, proc.stderr[-3000:]
@@ -162,8 +162,8 @@ def test_weights_overflowing_between_saves_stop_the_run_at_that_step(tmp_path):
     guard's one-line error, not die at step 2's sampling on NaN probabilities with a traceback."""
     out = str(tmp_path / "run")
     proc = run(recipe_cmd("recipes/grpo.py",
-                              *grpo_args(out, 6, "--learning_rate", "1e30", "--weight_decay", "1e10",
-                                         "--save_steps", "1000")), check=False)
+                          *grpo_args(out, 6, "--learning_rate", "1e30", "--weight_decay", "1e10",
+                                     "--save_steps", "1000")), check=False)
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert proc.returncode != 0 and len(errors) == 1, proc.stderr[-3000:]
     assert "non-finite weights=nan at step 1" in errors[0] and "last usable checkpoint: None" in errors[0], errors
@@ -197,9 +197,9 @@ def test_failed_evaluation_never_costs_the_run(tmp_path):
     out = str(tmp_path / "run")
     bench = os.path.join(tiny_assets()["data"], "test.jsonl")
     proc = run(recipe_cmd("recipes/grpo.py",
-                              *grpo_args(out, 3, "--benchmarks", f"synthetic={bench}", "--eval_steps", "2",
-                                         "--eval_max_samples", "4", "--eval_max_tokens", "8", "--eval_n", "2",
-                                         "--eval_temperature", "0", "--save_steps", "1000")))
+                          *grpo_args(out, 3, "--benchmarks", f"synthetic={bench}", "--eval_steps", "2",
+                                     "--eval_max_samples", "4", "--eval_max_tokens", "8", "--eval_n", "2",
+                                     "--eval_temperature", "0", "--save_steps", "1000")))
     assert proc.stdout.count("evaluation failed, training goes on") == 3, proc.stdout[-3000:]  # steps 0, 2, 3
     rows = read_jsonl(os.path.join(out, "metrics.jsonl"))
     assert [r["step"] for r in rows if "train/loss" in r] == [1, 2, 3]

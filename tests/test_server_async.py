@@ -1,6 +1,7 @@
 """Asynchronous rollouts (`async_rollouts: true`) on the shared CPU vLLM server: the staleness bound read from
 metrics.jsonl, evaluation overlapping, resume mid-run (same data order, the prefetched batch sampled again),
-SIGTERM with a request in flight (nothing left running on the server), and 2-process DDP."""
+SIGTERM with a request in flight (nothing left running on the server), the server lost mid-request, and
+2-process DDP (with dynamic sampling in the same run)."""
 
 from __future__ import annotations
 
@@ -162,12 +163,19 @@ def test_async_server_lost_mid_request_clear_error_checkpoint_kept(vllm_server, 
     AutoModelForCausalLM.from_pretrained(max(complete, key=lambda c: int(c.rsplit("-", 1)[1])))  # intact: it loads
 
 
-def test_async_two_processes(vllm_server, tmp_path):
-    """DDP on CPU: each rank's next batch is gathered in the training thread; rank 0 alone posts it."""
+def test_async_and_dynamic_sampling_two_processes(vllm_server, tmp_path):
+    """DDP on CPU, both overlaps on (one run for both: each 2-process start costs about 25 s of CPU): each
+    rank's next batch is gathered in the training thread and rank 0 alone posts it; both ranks run the same
+    dynamic-sampling rounds (matched collectives) and train an equal share; one evaluation per point."""
     out = str(tmp_path / "run")
-    run(_cmd(vllm_server, out, 3, "--eval_steps", "2", "--save_steps", "1000", ddp=True), timeout=600)
+    dynamic = ("--dynamic_sampling", "true", "--dynamic_sampling_max_rounds", "2")
+    run(_cmd(vllm_server, out, 3, "--eval_steps", "2", "--save_steps", "1000", *dynamic, ddp=True), timeout=600)
     train = _train_rows(out)
     assert [r["step"] for r in train] == [1, 2, 3]
     _check_async_metrics(train)
+    assert all(r["train/async/dropped"] == 0 for r in train)
+    # the untrained model earns no reward, so each step runs both rounds; 2 ranks x 8 rows / 4 per group
+    assert all(r["train/dynamic_sampling/rounds"] == 2 for r in train)
+    assert [r["train/dynamic_sampling/refill_prompts_total"] for r in train] == [4, 8, 12]
     rows = read_jsonl(os.path.join(out, "metrics.jsonl"))
     assert [r["step"] for r in rows if "eval/accuracy" in r] == [0, 2, 3]

@@ -1,6 +1,6 @@
 """Dynamic sampling (`dynamic_sampling: true`) on the shared CPU vLLM server: what reaches the loss (in-process
 trainer, every scored round and every loss batch recorded), the refill bound, resume continuing the refill
-stream, and 2-process DDP."""
+stream, with async rollouts. (2-process DDP, with async rollouts too: tests/test_server_async.py.)"""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import zlib
 
 import pytest
 from _runs import RECIPE, small_run
-from _tiny import accelerate_cmd, read_jsonl, recipe_cmd, run
+from _tiny import read_jsonl, recipe_cmd, run
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -97,8 +97,8 @@ def test_refill_bound_and_resume_continue_the_refill_stream(vllm_server, tmp_pat
     the bound's rounds and trains on nothing, and says so; a resumed run continues the refill stream."""
     out = str(tmp_path / "run")
     proc = run(recipe_cmd("recipes/grpo.py", "--config", RECIPE,
-                              *small_run(vllm_server.model, vllm_server.data, out, 4, "--vllm_server_base_url",
-                                         vllm_server.url, *DYNAMIC)), timeout=600)
+                          *small_run(vllm_server.model, vllm_server.data, out, 4, "--vllm_server_base_url",
+                                     vllm_server.url, *DYNAMIC)), timeout=600)
     train = _train_rows(out)
     assert [r["step"] for r in train] == [1, 2, 3, 4]
     for i, r in enumerate(train):
@@ -112,9 +112,9 @@ def test_refill_bound_and_resume_continue_the_refill_stream(vllm_server, tmp_pat
 
     resumed = str(tmp_path / "resumed")
     run(recipe_cmd("recipes/grpo.py", "--config", RECIPE,
-                       *small_run(vllm_server.model, vllm_server.data, resumed, 4, "--vllm_server_base_url",
-                                  vllm_server.url, *DYNAMIC, "--resume_from_checkpoint",
-                                  os.path.join(out, "checkpoint-2"))), timeout=600)
+                   *small_run(vllm_server.model, vllm_server.data, resumed, 4, "--vllm_server_base_url",
+                              vllm_server.url, *DYNAMIC, "--resume_from_checkpoint",
+                              os.path.join(out, "checkpoint-2"))), timeout=600)
     again = _train_rows(resumed)
     assert [r["step"] for r in again] == [3, 4]
     assert [r["train/dynamic_sampling/refill_prompts_total"] for r in again] == [6, 8]
@@ -129,26 +129,14 @@ def test_refill_bound_and_resume_continue_the_refill_stream(vllm_server, tmp_pat
     assert second[3] == first[3] and second[4] == first[4] and first[3] != first[2]
 
 
-def test_dynamic_sampling_two_processes(vllm_server, tmp_path):
-    """DDP on CPU: both ranks run the same rounds (matched collectives) and train a full, equal share."""
-    out = str(tmp_path / "run")
-    run(accelerate_cmd("cpu_ddp.yaml", "recipes/grpo.py", "--config", RECIPE,
-                       *small_run(vllm_server.model, vllm_server.data, out, 2, "--vllm_server_base_url",
-                                  vllm_server.url, *DYNAMIC)), timeout=600)
-    train = _train_rows(out)
-    assert [r["step"] for r in train] == [1, 2]
-    assert all(r["train/dynamic_sampling/rounds"] == 2 for r in train)
-    assert [r["train/dynamic_sampling/refill_prompts_total"] for r in train] == [4, 8]  # 2 ranks x 8 rows / G
-
-
 def test_dynamic_sampling_with_async_rollouts(vllm_server, tmp_path):
     """Refill rounds are sampled at once and leave the prefetched next batch alone: it still trains a step
     later (staleness 1, never dropped)."""
     out = str(tmp_path / "run")
     run(recipe_cmd("recipes/grpo.py", "--config", RECIPE,
-                       *small_run(vllm_server.model, vllm_server.data, out, 3, "--vllm_server_base_url",
-                                  vllm_server.url, *DYNAMIC, "--async_rollouts", "true",
-                                  "--vllm_importance_sampling_correction", "true")), timeout=600)
+                   *small_run(vllm_server.model, vllm_server.data, out, 3, "--vllm_server_base_url",
+                              vllm_server.url, *DYNAMIC, "--async_rollouts", "true",
+                              "--vllm_importance_sampling_correction", "true")), timeout=600)
     train = _train_rows(out)
     assert [r["step"] for r in train] == [1, 2, 3]
     assert all(r["train/dynamic_sampling/rounds"] == 2 for r in train)

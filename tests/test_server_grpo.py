@@ -25,8 +25,8 @@ pytestmark = [pytest.mark.server, pytest.mark.slow]
 def test_grpo_recipe_server_mode_logs_sync_check_and_eval(vllm_server, tmp_path):
     out = str(tmp_path / "run")
     run(recipe_cmd("recipes/grpo.py", "--config", RECIPE,
-                       *small_run(vllm_server.model, vllm_server.data, out, 3, "--eval_steps", "2", "--save_steps",
-                                  "2", "--vllm_server_base_url", vllm_server.url)), timeout=600)
+                   *small_run(vllm_server.model, vllm_server.data, out, 3, "--eval_steps", "2", "--save_steps",
+                              "2", "--vllm_server_base_url", vllm_server.url)), timeout=600)
     rows = read_jsonl(os.path.join(out, "metrics.jsonl"))
     train = [r for r in rows if "train/loss" in r]
     assert [r["step"] for r in train] == [1, 2, 3]
@@ -45,9 +45,9 @@ def test_grpo_recipe_server_mode_logs_sync_check_and_eval(vllm_server, tmp_path)
     # Resume in server mode: the first sync pushes the resumed weights (not the server's start-up ones) and
     # the check's noise floor is measured on them.
     run(recipe_cmd("recipes/grpo.py", "--config", RECIPE,
-                       *small_run(vllm_server.model, vllm_server.data, out, 4, "--eval_steps", "1000", "--save_steps",
-                                  "1000", "--resume_from_checkpoint", "auto", "--vllm_server_base_url",
-                                  vllm_server.url)), timeout=600)
+                   *small_run(vllm_server.model, vllm_server.data, out, 4, "--eval_steps", "1000", "--save_steps",
+                              "1000", "--resume_from_checkpoint", "auto", "--vllm_server_base_url",
+                              vllm_server.url)), timeout=600)
     rows = read_jsonl(os.path.join(out, "metrics.jsonl"))
     assert [r["step"] for r in rows if "train/loss" in r][-1] == 4
     resumed = [r for r in rows if "weight_sync/logprob_max_abs_diff" in r and r["step"] >= 3]
@@ -184,9 +184,9 @@ def test_sync_check_mismatch_stops_the_run_with_its_error(vllm_server, tmp_path)
     stop there with the check's one-line error, not train on."""
     out = str(tmp_path / "run")
     proc = run(recipe_cmd("recipes/grpo.py", "--config", RECIPE,
-                              *small_run(vllm_server.model, vllm_server.data, out, 20, "--eval_steps", "1000",
-                                         "--save_steps", "1000", "--sync_check_min_tolerance", "1e-15",
-                                         "--sync_check_factor", "1e-9", "--vllm_server_base_url", vllm_server.url)),
+                          *small_run(vllm_server.model, vllm_server.data, out, 20, "--eval_steps", "1000",
+                                     "--save_steps", "1000", "--sync_check_min_tolerance", "1e-15",
+                                     "--sync_check_factor", "1e-9", "--vllm_server_base_url", vllm_server.url)),
                timeout=600, check=False)
     assert proc.returncode != 0
     # (a progress bar may precede it on the terminal line)
