@@ -125,3 +125,32 @@ def wait_for(what: str, ready, proc: subprocess.Popen, log: str, timeout: float)
         assert proc.poll() is None, f"exited {proc.returncode} before {what}:\n{read_text(log)[-4000:]}"
         assert time.monotonic() < deadline, f"no {what} within {timeout:.0f} s:\n{read_text(log)[-3000:]}"
         time.sleep(0.2)
+
+
+def interrupt_when(cmd: list[str], ready, interrupt, what: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run a training command in its own session, call `interrupt(proc)` once `ready()` holds, and return how it
+    ended (its output came through a file, not a pipe: nobody drains a pipe while polling, and a full one,
+    ~64 KiB, blocks the run). Nothing of it is left running when this returns."""
+    from conftest import assert_all_gone
+
+    env = {**os.environ, **LAUNCH_ENV, "OMP_NUM_THREADS": "1"}
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+        try:
+            deadline = time.monotonic() + timeout
+            while not ready():
+                if proc.poll() is not None:
+                    log.seek(0)
+                    raise AssertionError(f"exited {proc.returncode} before {what}:\n{log.read()[-4000:]}")
+                assert time.monotonic() < deadline, f"no {what} within {timeout:.0f} s"
+                time.sleep(0.1)
+            interrupt(proc)
+            proc.wait(timeout=300)
+            assert_all_gone(proc.pid, timeout=180)  # accelerate may exit first; the trainer still saves its checkpoint
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        log.seek(0)
+        output = log.read()
+    return subprocess.CompletedProcess(cmd, proc.returncode, output)

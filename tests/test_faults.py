@@ -12,13 +12,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
-from _runs import grpo_args, train_steps, two_step_run
+from _runs import grpo_args, interrupt_when, train_steps, two_step_run
 from _tiny import REPO, accelerate_cmd, read_jsonl, recipe_cmd, run
-from conftest import assert_all_gone
 
 from math_grpo.checkpoints import COMPLETE_MARKER
 
@@ -27,28 +25,7 @@ pytestmark = pytest.mark.slow
 
 def _interrupt_after(cmd: list[str], out: str, steps: int, interrupt) -> subprocess.CompletedProcess:
     """Run a training command, call `interrupt(proc)` once it has logged `steps` steps, return how it ended."""
-    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    # Output to a file, not a pipe: nobody reads a pipe while polling, and a full one (~64 KiB) blocks the run.
-    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
-        try:
-            deadline = time.monotonic() + 300
-            while len(train_steps(out)) < steps:
-                if proc.poll() is not None:
-                    log.seek(0)
-                    raise AssertionError(f"exited {proc.returncode} before step {steps}:\n{log.read()[-4000:]}")
-                assert time.monotonic() < deadline, f"training did not reach step {steps}"
-                time.sleep(0.2)
-            interrupt(proc)
-            proc.wait(timeout=180)
-            assert_all_gone(proc.pid, timeout=180)  # accelerate may exit first; the trainer still saves its checkpoint
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-        log.seek(0)
-        output = log.read()
-    return subprocess.CompletedProcess(cmd, proc.returncode, output)
+    return interrupt_when(cmd, lambda: len(train_steps(out)) >= steps, interrupt, f"step {steps}")
 
 
 def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path):

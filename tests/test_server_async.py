@@ -9,15 +9,11 @@ import collections
 import glob
 import os
 import signal
-import subprocess
-import tempfile
-import time
 
 import pytest
 import requests
-from _runs import RECIPE, small_run
-from _tiny import REPO, accelerate_cmd, read_jsonl, recipe_cmd, run
-from conftest import assert_all_gone
+from _runs import RECIPE, interrupt_when, small_run, train_steps
+from _tiny import accelerate_cmd, read_jsonl, recipe_cmd, run
 
 from math_grpo.checkpoints import COMPLETE_MARKER
 
@@ -95,25 +91,10 @@ def test_async_sigterm_with_a_request_in_flight(vllm_server, tmp_path):
     # Longer completions than training takes, so the next batch's request is running when the signal lands.
     cmd = _cmd(vllm_server, out, 500, "--save_steps", "1000", "--eval_steps", "1000", "--max_completion_length", "96",
                "--num_generations", "8", "--per_device_train_batch_size", "16")
-    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as log:  # a file: nobody drains a pipe
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
-        try:
-            deadline = time.monotonic() + 300
-            while not os.path.isfile(os.path.join(out, "metrics.jsonl")) or len(_train_rows(out)) < 2:
-                assert proc.poll() is None, "training exited before step 2"
-                assert time.monotonic() < deadline, "training did not reach step 2"
-                time.sleep(0.1)
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=180)
-            assert_all_gone(proc.pid, timeout=180)  # the trainer can outlive accelerate's launcher
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-        log.seek(0)
-        output = log.read()
-    assert proc.returncode == 143, output[-3000:]  # 128 + SIGTERM, from the trainer itself
+    ended = interrupt_when(cmd, lambda: len(train_steps(out)) >= 2, lambda p: os.killpg(p.pid, signal.SIGTERM),
+                           "step 2")
+    output = ended.stdout
+    assert ended.returncode == 143, output[-3000:]  # 128 + SIGTERM, from the trainer itself
     assert "received SIGTERM" in output
     # The request in flight was awaited (by the final evaluation's sync, or at the end of training), not abandoned.
     assert "[async] waited" in output or "[async] the rollout request posted for the next step was answered" in output
@@ -134,26 +115,13 @@ def test_async_server_lost_mid_request_clear_error_checkpoint_kept(vllm_server, 
     cmd = recipe_cmd("recipes/grpo.py", "--config", RECIPE,
                      *small_run(vllm_server.model, vllm_server.data, out, 500, "--vllm_server_base_url", relay.url,
                                 *ASYNC, "--save_steps", "1", "--eval_steps", "1000", "--max_completion_length", "96"))
-    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
-        try:
-            deadline = time.monotonic() + 300
-            while not os.path.isfile(os.path.join(out, "checkpoint-2", COMPLETE_MARKER)):
-                assert proc.poll() is None, "training exited before checkpoint-2"
-                assert time.monotonic() < deadline, "no complete checkpoint-2 in time"
-                time.sleep(0.1)
-            relay.cut()
-            proc.wait(timeout=300)
-            assert_all_gone(proc.pid, timeout=120)
-        finally:
-            relay.cut()
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-        log.seek(0)
-        output = log.read()
-    assert proc.returncode not in (0, None), output[-3000:]
+    try:
+        ended = interrupt_when(cmd, lambda: os.path.isfile(os.path.join(out, "checkpoint-2", COMPLETE_MARKER)),
+                               lambda p: relay.cut(), "a complete checkpoint-2")
+    finally:
+        relay.cut()
+    output = ended.stdout
+    assert ended.returncode != 0, output[-3000:]
     errors = [ln[ln.index("error: "):] for ln in output.splitlines() if "error: " in ln]
     assert len(errors) == 1 and relay.url in errors[0], output[-3000:]
     assert "Traceback" not in output, output[-3000:]
