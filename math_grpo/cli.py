@@ -50,6 +50,11 @@ def parse_recipe(dataclass_types: Sequence[type], args: Sequence[str] | None = N
             raise MathGRPOError(f"{config}: a recipe must be a YAML mapping of field: value")
     parser = TrlParser(list(dataclass_types))
     parser.allow_abbrev = False  # `--learning_rat` must be an error, not a silent prefix match
+
+    def one_line_error(message: str):  # argparse would print its whole usage (hundreds of fields) first
+        raise MathGRPOError(f"command line: {message}")
+
+    parser.error = one_line_error
     # Unknown names first: building the dataclasses runs their checks (TrainingArguments' bf16-needs-a-GPU
     # among them), which would otherwise report a misspelt field's side effect instead of the misspelling.
     fields = {action.dest for action in parser._actions} | {"env"}  # `env:` sets variables (TrlParser)

@@ -472,6 +472,21 @@ def test_cli_gpu_overlap_exit_2(recipe):
     assert proc.returncode == 2 and "nccl" in proc.stderr and "--server-gpus 0" in proc.stderr
 
 
+@pytest.mark.parametrize("overrides, culprit", [
+    (["--max_steps", "abc"], "argument --max_steps/--max-steps: invalid int value: 'abc'"),
+    (["--benchmarks"], "argument --benchmarks: expected at least one argument"),
+    (["--reward_funcs", "r1_zero", "--reward_funcs", "drgrpo"], "--reward_funcs given more than once"),
+])
+def test_bad_command_line_value_is_one_line_naming_the_flag(recipe, overrides, culprit):
+    """Not argparse's usage of every field (hundreds of lines) before the error, nor a list flag's earlier use
+    dropped without a word."""
+    from math_grpo.errors import MathGRPOError
+
+    with pytest.raises(MathGRPOError) as info:
+        recipe(*overrides)
+    assert "\n" not in str(info.value) and culprit in str(info.value), info.value
+
+
 def test_cli_unknown_recipe_field_exit_2(recipe):
     proc = _cli("--config", recipe.path, "--no-port-check", "--learnin_rate", "1e-6")
     assert proc.returncode == 2 and "learnin_rate" in proc.stderr
