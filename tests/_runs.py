@@ -14,13 +14,11 @@ import sys
 import tempfile
 import time
 
-from _tiny import REPO, read_jsonl, recipe_cmd, run, tiny_assets
+from _tiny import CHILD_ENV, REPO, read_jsonl, recipe_cmd, run, tiny_assets
 
 from math_grpo.checkpoints import COMPLETE_MARKER
 
 RECIPE = os.path.join(REPO, "recipes", "tiny", "grpo_server.yaml")
-LAUNCH_ENV = {"WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-              "PYTHONUNBUFFERED": "1"}
 
 
 def grpo_args(out: str, steps: int, *extra: str) -> list[str]:
@@ -75,7 +73,7 @@ def is_vllm_server(cmdline: str) -> bool:
 def launch(args: list[str], log_path: str, shell: bool = False) -> subprocess.Popen:
     """The launcher (`python -m math_grpo.launch`, or with `shell` the `launch/grpo.sh` shim) in its own
     session, its output in a file (a pipe nobody reads would block it)."""
-    env = {**os.environ, **LAUNCH_ENV, "PYTHON": sys.executable}  # the shim runs $PYTHON: this venv's
+    env = {**os.environ, **CHILD_ENV, "PYTHON": sys.executable}  # the shim runs $PYTHON: this venv's
     cmd = ["bash", os.path.join(REPO, "launch", "grpo.sh")] if shell else [sys.executable, "-m", "math_grpo.launch"]
     with open(log_path, "w") as log:
         return subprocess.Popen([*cmd, *args], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -129,28 +127,23 @@ def wait_for(what: str, ready, proc: subprocess.Popen, log: str, timeout: float)
 
 def interrupt_when(cmd: list[str], ready, interrupt, what: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run a training command in its own session, call `interrupt(proc)` once `ready()` holds, and return how it
-    ended (its output came through a file, not a pipe: nobody drains a pipe while polling, and a full one,
-    ~64 KiB, blocks the run). Nothing of it is left running when this returns."""
+    ended (its output went to a file, not a pipe: nobody drains a pipe while polling, and a full one, ~64 KiB,
+    blocks the run). Nothing of it is left running when this returns."""
     from conftest import assert_all_gone
 
-    env = {**os.environ, **LAUNCH_ENV, "OMP_NUM_THREADS": "1"}
-    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+    fd, log = tempfile.mkstemp(prefix="math-grpo-run-", suffix=".log")
+    try:
+        with os.fdopen(fd, "w") as out:
+            proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, **CHILD_ENV, "OMP_NUM_THREADS": "1"},
+                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            deadline = time.monotonic() + timeout
-            while not ready():
-                if proc.poll() is not None:
-                    log.seek(0)
-                    raise AssertionError(f"exited {proc.returncode} before {what}:\n{log.read()[-4000:]}")
-                assert time.monotonic() < deadline, f"no {what} within {timeout:.0f} s"
-                time.sleep(0.1)
+            wait_for(what, ready, proc, log, timeout)
             interrupt(proc)
             proc.wait(timeout=300)
             assert_all_gone(proc.pid, timeout=180)  # accelerate may exit first; the trainer still saves its checkpoint
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
-        log.seek(0)
-        output = log.read()
-    return subprocess.CompletedProcess(cmd, proc.returncode, output)
+        return subprocess.CompletedProcess(cmd, proc.returncode, read_text(log))
+    finally:
+        os.remove(log)

@@ -29,11 +29,14 @@ def tiny_assets() -> dict[str, str]:
     return {"root": root, "data": data_dir, "model": model_dir}
 
 
+# What every process a test starts runs with: no hub, W&B offline, output unbuffered (tests read it as it comes).
+CHILD_ENV = {"TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+
+
 def run(cmd: list[str], timeout: float = 600, env: dict[str, str] | None = None,
         check: bool = True) -> subprocess.CompletedProcess:
     """Run a real process from the repo root; on failure show its output (that is what one debugs from)."""
-    full_env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "offline",
-                "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+    full_env = {**os.environ, **CHILD_ENV, "OMP_NUM_THREADS": "1", **(env or {})}
     proc = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd} exited {proc.returncode}\n--- stdout ---\n{proc.stdout[-6000:]}\n"

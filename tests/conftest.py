@@ -84,7 +84,7 @@ def assert_all_gone(*pgids: int, run_dir: str | None = None, timeout: float = 60
 
 class Relay:
     """A TCP relay in front of a server, for cutting a run off its server mid-request without paying for a
-    server of its own (a CPU start costs about 35 s of CPU): `cut()` closes the listening socket and resets
+    server of its own (a CPU start costs about 21 s of CPU): `cut()` closes the listening socket and resets
     every connection, which is what a client sees when the server process dies (connection reset, then
     refused). The server behind it keeps running for the other tests."""
 

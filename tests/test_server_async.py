@@ -12,7 +12,7 @@ import signal
 
 import pytest
 import requests
-from _runs import RECIPE, interrupt_when, small_run, train_steps
+from _runs import RECIPE, complete_checkpoints, interrupt_when, small_run, train_steps
 from _tiny import accelerate_cmd, read_jsonl, recipe_cmd, run
 
 from math_grpo.checkpoints import COMPLETE_MARKER
@@ -125,10 +125,10 @@ def test_async_server_lost_mid_request_clear_error_checkpoint_kept(vllm_server, 
     errors = [ln[ln.index("error: "):] for ln in output.splitlines() if "error: " in ln]
     assert len(errors) == 1 and relay.url in errors[0], output[-3000:]
     assert "Traceback" not in output, output[-3000:]
-    complete = [c for c in glob.glob(os.path.join(out, "checkpoint-*")) if os.path.isfile(os.path.join(c, COMPLETE_MARKER))]
     from transformers import AutoModelForCausalLM
 
-    AutoModelForCausalLM.from_pretrained(max(complete, key=lambda c: int(c.rsplit("-", 1)[1])))  # intact: it loads
+    last = complete_checkpoints(out)[-1]
+    AutoModelForCausalLM.from_pretrained(os.path.join(out, f"checkpoint-{last}"))  # intact: it loads
 
 
 def test_async_and_dynamic_sampling_two_processes(vllm_server, tmp_path):
