@@ -114,26 +114,122 @@ def _undefined(v) -> bool:
         return True
 
 
-def _points(symbols, n: int = 4) -> list[dict]:
-    rng = random.Random(1234)  # the same exact rational points every time: a verdict must not depend on luck
-    syms = sorted(symbols, key=str)
+# Sample magnitudes: small, around 1, a few units, tens and hundreds, each with both signs. Identities that hold
+# only for positive values (`|2x|` = `2x`, `\\ln(x^2)` = `2\\ln x`, `\\max(x, 0)` = `x`) fail at a negative point;
+# `\\arcsin(\\sin x)` = `x` fails beyond pi/2. Denominators 7, 11, 13, 17 keep the points off integers and simple
+# fractions, where removable singularities and poles usually sit.
+_MAGNITUDES = ((0.1, 0.9), (1.1, 3.9), (4.1, 9.9), (11, 40), (60, 300))
+_DENOMS = (7, 11, 13, 17)
+
+
+def _points(symbols, n: int = 10) -> list[dict]:
+    """`n` fixed exact rational points, half of them negative, over several magnitudes (deterministic)."""
     import sympy
 
-    return [{s: sympy.Rational(rng.randint(500, 2500), 1000) for s in syms} for _ in range(n)] if syms else [{}]
+    rng = random.Random(1234)  # the same points every time: a verdict must not depend on luck
+    syms = sorted(symbols, key=str)
+    if not syms:
+        return [{}]
+    out = []
+    for k in range(n):
+        point = {}
+        for j, s in enumerate(syms):
+            lo, hi = _MAGNITUDES[(k // 2 + j) % len(_MAGNITUDES)]
+            den = _DENOMS[(k + 3 * j) % len(_DENOMS)]
+            num = rng.randint(max(1, int(lo * den)), int(hi * den))
+            num += num % den == 0
+            negative = (k >> min(j, 3)) % 2  # every sign combination of up to four letters occurs
+            point[s] = sympy.Rational(-num if negative else num, den)
+        out.append(point)
+    return out
 
 
-def _numerically_equal(a, b, tol: float, digits: int) -> bool:
-    """|a - b| <= tol * max(|a|, |b|) at a few fixed points, evaluated with `digits` digits (no float casts)."""
+def _close(va, vb, tol: float) -> bool:
+    """|va - vb| <= tol * min(max(|va|, |vb|), 1): relative for small values, absolute (tol) for large ones.
+
+    A pure relative bound cannot tell `2^{100}` from `2^{100}+1` (they differ by 1e-30 relatively); values are
+    evaluated with enough digits (`_digits`) that a true identity differs by far less than tol absolutely.
+    """
+    import sympy
+
+    scale = sympy.Min(sympy.Max(sympy.Abs(va), sympy.Abs(vb)), 1)
+    return bool(sympy.Abs(va - vb) <= tol * scale)
+
+
+def _digits(v, base: int) -> int:
+    """Working digits for v: `base` significant digits plus its integer digits (so the absolute error stays tiny)."""
+    import sympy
+
+    try:
+        mag = sympy.Abs(sympy.N(v, 15))
+        extra = int(sympy.floor(sympy.log(mag, 10))) + 1 if mag.is_number and mag > 1 else 0
+    except Exception:
+        extra = 0
+    return base + min(max(extra, 0), 2000)
+
+
+def _exact(v):
+    """math-verify leaves `10^{30}` and `\\frac{1}{2^{100}}` unevaluated; evaluated, they compare exactly."""
+    try:
+        return v.doit()
+    except Exception:
+        return v
+
+
+def _real_roots(v):
+    """Odd roots of reals as real roots (`\\sqrt[3]{-8}` = -2, `x^{2/3}` = `\\sqrt[3]{x^2}`), the school
+    convention; sympy's principal branch would make `\\sqrt[3]{x^3}` differ from x at negative x. Even roots
+    and anything with `i` keep the principal branch."""
+    import sympy
+
+    if not isinstance(v, sympy.Expr) or v.has(sympy.I):
+        return v
+
+    def odd_root(e) -> bool:
+        return bool(e.is_Pow and e.exp.is_Rational and not e.exp.is_Integer and e.exp.q % 2 == 1
+                    and not e.base.is_positive)
+
+    try:
+        return v.replace(odd_root, lambda e: sympy.sign(e.base) ** e.exp.p * sympy.Abs(e.base) ** e.exp)
+    except Exception:
+        return v
+
+
+def _value(v, base: int):
+    import sympy
+
+    return sympy.N(v, _digits(v, base))
+
+
+def _numerically_equal(a, b, tol: float, digits: int, absolute: bool = True) -> bool:
+    """Equal at every sample point, complex values included (principal branches), evaluated with `digits`
+    significant digits plus the value's integer digits. No float casts, so nothing rounds to 6 places.
+
+    absolute=False (a side written with a decimal point) compares relatively: a decimal approximates.
+    """
     import sympy
 
     if not isinstance(a, sympy.Expr) or not isinstance(b, sympy.Expr):
         return False
+    a, b = _real_roots(_exact(a)), _real_roots(_exact(b))
+    if a.is_Rational and b.is_Rational:
+        return a == b  # integers and fractions of any size are compared exactly
     # Different letters can still be equal (sin^2 x + cos^2 x vs 1): the points cover both sides' letters.
     for p in _points(a.free_symbols | b.free_symbols):
-        va, vb = sympy.N(a.subs(p), digits), sympy.N(b.subs(p), digits)
+        pa, pb = a.subs(p), b.subs(p)
+        if pa.is_Rational and pb.is_Rational:
+            if pa != pb:
+                return False
+            continue
+        va, vb = _value(pa, digits), _value(pb, digits)
         if not (va.is_number and vb.is_number) or any(v.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo) for v in (va, vb)):
-            return bool(va == vb and va.is_number)
-        if sympy.Abs(va - vb) > tol * sympy.Max(sympy.Abs(va), sympy.Abs(vb)):
+            if va == vb and va.is_number:
+                continue
+            return False
+        if absolute:
+            if not _close(va, vb, tol):
+                return False
+        elif sympy.Abs(va - vb) > tol * sympy.Max(sympy.Abs(va), sympy.Abs(vb)):
             return False
     return True
 
@@ -202,7 +298,7 @@ def equal(given: str, gt: str) -> bool:
         if a.has(*_unevaluated()) or b.has(*_unevaluated()):
             return a == b  # a sum or integral sympy cannot close: only the same one
         if has_decimal(given) or has_decimal(gt):
-            return _numerically_equal(a, b, REL_TOL, 30)
+            return _numerically_equal(a, b, REL_TOL, 30, absolute=False)
         if isinstance(a, sympy.Expr) and isinstance(b, sympy.Expr):
             # verify would round to 6 places; an exact expression is compared at 50 digits instead
             return _numerically_equal(a, b, CONFIRM_TOL, 50)
@@ -231,8 +327,8 @@ def relation_equal(lhs_a: str, rhs_a: str, lhs_b: str, rhs_b: str) -> bool:
     if not da.free_symbols or {str(s) for s in da.free_symbols} != {str(s) for s in db.free_symbols}:
         return False
     ratios = []
-    for p in _points(da.free_symbols | db.free_symbols, n=5):
-        va, vb = sympy.N(da.subs(p), 50), sympy.N(db.subs(p), 50)
+    for p in _points(da.free_symbols | db.free_symbols):
+        va, vb = _value(da.subs(p), 50), _value(db.subs(p), 50)
         if not (va.is_number and vb.is_number) or va.has(sympy.zoo, sympy.nan) or vb.has(sympy.zoo, sympy.nan):
             return False
         if va == 0 and vb == 0:
