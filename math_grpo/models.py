@@ -53,15 +53,16 @@ def load_tokenizer(name: str, revision: str = "main") -> Any:
     return tok
 
 
-def load_model(model_args: Any, gradient_checkpointing: bool = False) -> Any:
-    """AutoModelForCausalLM from `ModelConfig`, failing with one line when the path or id is wrong."""
+def load_model(model_args: Any, gradient_checkpointing: bool = False, dtype: str | None = None) -> Any:
+    """AutoModelForCausalLM from `ModelConfig`, failing with one line when the path or id is wrong. `dtype`
+    overrides ModelConfig's: the trained policy is loaded in `policy_dtype` (math_grpo.precision)."""
     from transformers import AutoModelForCausalLM
 
     path = check_model_path(model_args.model_name_or_path)
     kwargs: dict[str, Any] = {"revision": model_args.model_revision}
-    dtype = _dtype(model_args.dtype)
-    if dtype is not None:
-        kwargs["dtype"] = dtype
+    load_dtype = _dtype(dtype or model_args.dtype)
+    if load_dtype is not None:
+        kwargs["dtype"] = load_dtype
     if model_args.attn_implementation:
         kwargs["attn_implementation"] = model_args.attn_implementation
     if gradient_checkpointing:

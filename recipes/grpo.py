@@ -34,7 +34,7 @@ def train(script_args: GRPOScriptArguments, training_args, model_args) -> None:
     from accelerate import PartialState
     from transformers import set_seed
 
-    from math_grpo import checkpoints, data, models, tracking
+    from math_grpo import checkpoints, data, models, precision, tracking
     from math_grpo.callbacks import CompletionSamplesCallback, MetricsCallback, NonFiniteGuard, StopRequest
     from math_grpo.plotting import plot_run
     from math_grpo.recipe_checks import validate_grpo_config
@@ -61,7 +61,9 @@ def train(script_args: GRPOScriptArguments, training_args, model_args) -> None:
         )
     except ValueError as exc:
         raise MathGRPOError(f"reward_funcs: {exc}") from None
-    model = models.load_model(model_args, gradient_checkpointing=training_args.gradient_checkpointing)
+    model = models.load_model(model_args, gradient_checkpointing=training_args.gradient_checkpointing,
+                              dtype=script_args.policy_dtype)
+    precision.report(model, script_args, training_args, model_args, state)
 
     resume = checkpoints.resolve_resume_on_all_ranks(training_args.resume_from_checkpoint, run_dir, state)
     wandb_run = tracking.start_run(run_dir, state, use_wandb, script_args, training_args, model_args)
@@ -75,6 +77,7 @@ def train(script_args: GRPOScriptArguments, training_args, model_args) -> None:
         model=model, reward_funcs=reward_funcs, args=training_args, train_dataset=dataset,
         processing_class=tokenizer, callbacks=callbacks, sync_args=script_args,
     )
+    precision.cast_reference(trainer, model_args.dtype)
     trainer.add_callback(CompletionSamplesCallback(run_dir, trainer, wandb_run))
     if script_args.benchmarks:
         from math_grpo.eval_callback import add_eval_callback

@@ -32,7 +32,7 @@ def train(script_args: SFTScriptArguments, training_args, model_args) -> None:
     from transformers import set_seed
     from trl import SFTTrainer
 
-    from math_grpo import checkpoints, data, models, tracking
+    from math_grpo import checkpoints, data, models, precision, tracking
     from math_grpo.callbacks import MetricsCallback, NonFiniteGuard, StopRequest
 
     state = PartialState()
@@ -46,7 +46,9 @@ def train(script_args: SFTScriptArguments, training_args, model_args) -> None:
     with state.local_main_process_first():
         dataset = data.load_training_set(script_args, with_completion=True, verbose=state.is_main_process)
     dataset = dataset.select_columns(["prompt", "completion"])
-    model = models.load_model(model_args, gradient_checkpointing=training_args.gradient_checkpointing)
+    model = models.load_model(model_args, gradient_checkpointing=training_args.gradient_checkpointing,
+                              dtype=script_args.policy_dtype)
+    precision.report(model, script_args, training_args, model_args, state)
     resume = checkpoints.resolve_resume_on_all_ranks(training_args.resume_from_checkpoint, run_dir, state)
     wandb_run = tracking.start_run(run_dir, state, use_wandb, script_args, training_args, model_args)
     guard = NonFiniteGuard()
