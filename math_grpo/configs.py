@@ -29,6 +29,7 @@ VLLM_MODES = ("server", "colocate")
 WEIGHT_SYNC_BACKENDS = ("nccl", "filesystem")
 EVAL_BACKENDS = ("auto", "server", "transformers")
 BAD_ROWS = ("skip", "error")
+POLICY_DTYPES = ("float32", "bfloat16", "float16")
 
 
 def uses_server(args: Any) -> bool:
@@ -157,7 +158,22 @@ class StopArguments(_FieldChecks):
 
 
 @dataclass
-class GRPOScriptArguments(DataArguments, EvalArguments, StopArguments):
+class PrecisionArguments(_FieldChecks):
+    """The dtype of the trained weights (math_grpo.precision says why float32 is the default)."""
+
+    policy_dtype: str = field(
+        default="float32",
+        metadata={"help": "dtype of the trained policy's weights and optimizer step: float32 (fp32 master weights; "
+                          "bf16 compute with bf16: true) or bfloat16/float16 (no fp32 masters without DeepSpeed/FSDP: "
+                          "small updates round away). ModelConfig's dtype sets the reference model and evaluation."},
+    )
+
+    def field_problems(self) -> list[str]:
+        return [*super().field_problems(), *_one_of("policy_dtype", self.policy_dtype, POLICY_DTYPES)]
+
+
+@dataclass
+class GRPOScriptArguments(DataArguments, EvalArguments, StopArguments, PrecisionArguments):
     """Arguments of `recipes/grpo.py` that are not in TRL's GRPOConfig / ModelConfig."""
 
     reward_funcs: list[str] = field(
@@ -214,6 +230,12 @@ class GRPOScriptArguments(DataArguments, EvalArguments, StopArguments):
         metadata={"help": "dynamic_sampling: generation rounds per step at most, the first included; then the step "
                           "trains on the groups it has (logged)."},
     )
+    fused_is_ratio: bool = field(
+        default=True,
+        metadata={"help": "Compute TRL's vLLM importance-sampling ratio from the training forward instead of an extra "
+                          "forward over every rollout, where that gives the same ratio (math_grpo.trl_adapter."
+                          "fused_is_applies); false: always TRL's own computation."},
+    )
 
     def field_problems(self) -> list[str]:
         problems = [*super().field_problems(), *_one_of("grader_mode", self.grader_mode, GRADER_MODES),
@@ -233,6 +255,6 @@ class GRPOScriptArguments(DataArguments, EvalArguments, StopArguments):
 
 
 @dataclass
-class SFTScriptArguments(DataArguments, EvalArguments, StopArguments):
+class SFTScriptArguments(DataArguments, EvalArguments, StopArguments, PrecisionArguments):
     """Arguments of `recipes/sft.py` that are not in TRL's SFTConfig / ModelConfig (the target is the
     worked solution `math_grpo.data` finds in the row: a `solution`, `worked_solution` or `rationale` column)."""

@@ -7,7 +7,8 @@ What it holds and why each part needs TRL's internals (TRL 1.16 has no public ho
   backend must replace that step before it runs, so the trainer swaps the global for our subclass while TRL's
   constructor runs (same arguments, TRL's code otherwise untouched).
 - `ServerVLLMGeneration`: overrides the private `_init_vllm` (the client and the chosen backend) and uses the
-  private `_iter_named_params` (TRL's ZeRO-3/FSDP/PEFT-aware parameter walk) for the filesystem sync.
+  private `_iter_named_params` (TRL's ZeRO-3/FSDP/PEFT-aware parameter walk) for the filesystem sync, and
+  overrides it to cast each tensor to the server's dtype (float32 master weights, a bf16 server).
 - `BoundedVLLMClient`: TRL's client posts without a timeout and retries for about a minute; its private
   `_get` / `_post` are where every request goes, so bounding those bounds the trainer's HTTP.
 - `force_sync` reads and sets the private `_last_loaded_step` (TRL's "weights already pushed for this step").
@@ -71,6 +72,7 @@ from math_grpo.checkpoints import broadcast_from_main  # noqa: E402
 from math_grpo.configs import GRPOScriptArguments, uses_server  # noqa: E402
 from math_grpo.dynamic_sampling import DynamicSampler, RefillStream  # noqa: E402
 from math_grpo.errors import ServerError, WeightSyncError  # noqa: E402
+from math_grpo.precision import served_dtype, torch_dtype  # noqa: E402
 from math_grpo.vllm_server import VLLMServerClient  # noqa: E402
 from math_grpo.weight_sync import SyncChecker, SyncSettings, tied_embedding_name, write_safetensors  # noqa: E402
 
@@ -138,6 +140,7 @@ class ServerVLLMGeneration(VLLMGeneration):
         self.step_fn: Callable[[], int] = lambda: -1
         self.on_record: Callable[[dict[str, float]], None] | None = None
         self._tied_name: str | None = None
+        self.sync_dtype: str | None = None  # the server's dtype (from /server_info), set on the main process
         self.prefetcher: RolloutPrefetcher | None = None  # set when async_rollouts is on
         self.next_prompts: list[list[int]] | None = None  # this rank's next generation batch (token ids)
         self.prefetch_allowed: Callable[[], bool] = lambda: True
@@ -155,10 +158,17 @@ class ServerVLLMGeneration(VLLMGeneration):
             self.http = VLLMServerClient(base_url, timeout=self.settings.request_timeout, model=self.vllm_client.model)
             if self.settings.backend == "nccl":
                 self.vllm_client.init_communicator(device=accelerator.device)
-            else:
-                self.http.server_info()  # fail now, naming VLLM_SERVER_DEV_MODE, not at the first sync
+            # Fails now, naming VLLM_SERVER_DEV_MODE, not at the first sync; says the dtype the server serves
+            # (float32 master weights are cast to it once per sync: a sync moves the bytes the server holds).
+            self.sync_dtype = served_dtype(self.http.server_info())
         self._tied_name = tied_embedding_name(self.model)
         accelerator.wait_for_everyone()
+
+    def _iter_named_params(self) -> Any:
+        """TRL's parameter walk, each tensor cast to the server's dtype on the rank that sends it."""
+        dtype = torch_dtype(self.sync_dtype) if self.accelerator.is_main_process else None
+        for name, param in super()._iter_named_params():
+            yield name, (param.to(dtype) if dtype is not None and param.dtype != dtype else param)
 
     def sync_weights(self) -> None:
         for hook in list(self.before_sync):
