@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-from rewards import symbolic
+from rewards import forms, symbolic
 from rewards.extract import all_boxed
 
 MAX_LEN = symbolic.MAX_LEN
@@ -34,7 +34,6 @@ _PERCENT = re.compile(r"\\%|%|\s*\bper\s?cent(?:age)?\b|\s*\bpct\b")
 # number (`1,000`), since `(12,102)` is a pair and `2,345` inside a list is two answers.
 _THOUSANDS_TEX = re.compile(r"(?<![\d.,])\d{1,3}(?:(?:,\\!\s*|\{,\}|\\,)\d{3})+(?![\d])")
 _THOUSANDS = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
-_ARRAY = re.compile(r"\[\s*\\begin\{array\}\{[lcr|]*\}(.*?)\\end\{array\}\s*\]", re.S)
 _LEAD_IN = re.compile(
     r"^(?:(?:so|thus|therefore|hence)\s*,?\s*)?(?:the\s+)?(?:final\s+)?answer\s*(?:is\s*:?|:|=)\s*", re.I)
 _MATH_SPAN = re.compile(r"(?<!\\)\$\$?(.+?)(?<!\\)\$\$?|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.S)
@@ -72,7 +71,7 @@ def normalize(s: str) -> str:
                  ("\\neq", "\\ne"), ("!=", "\\ne "), ("\\textnormal", "\\text")):
         s = s.replace(a, b)
     s = _THOUSANDS_TEX.sub(lambda m: re.sub(r",\\!\s*|\{,\}|\\,", "", m.group(0)), s)
-    s = _ARRAY.sub(r"\\begin{pmatrix}\1\\end{pmatrix}", s)
+    s = forms.matrices(s)
     s = re.sub(r"\\frac\s*(\d)\s*(\d)", r"\\frac{\1}{\2}", s)
     s = re.sub(r"\\frac\s*(\d)\s*\{", r"\\frac{\1}{", s)
     s = re.sub(r"\\sqrt\s*(\d)", r"\\sqrt{\1}", s)
@@ -87,8 +86,11 @@ def normalize(s: str) -> str:
     s = re.sub(r"^[a-zA-Z]\s*\\in\s*", "", s)  # x \in [1, 2]
     s = _LEAD_IN.sub("", s)
     s = re.sub(r"\s+", " ", s).strip()
+    s = forms.strip_prose(s)  # `The total is 3,450` -> `3,450`
+    s = re.sub(r"(?<=[\w}])\s*:\s*(?=[\w\\])", ":", s)  # ratios: `11 : 21` -> `11:21`
     if _THOUSANDS.fullmatch(s):
         s = s.replace(",", "")
+    s = forms.thousands_with_words(s)  # `1,200 dollars` -> `1200 dollars`
     return _NUMBER_WORDS.get(s.lower(), s)
 
 
@@ -268,27 +270,6 @@ def _bracketed(s: str) -> tuple[str, list[str], str] | None:
     return None
 
 
-_REL = r"(<|>|\\le|\\ge)"
-_VAR = r"([a-zA-Z])"
-
-
-def _interval(s: str) -> str | None:
-    """An inequality in one variable as interval notation: `1 < x \\le 2` -> `(1, 2]`, `x > 3` -> `(3, \\infty)`."""
-    s = s.replace(" ", "")
-    m = re.fullmatch(r"([^<>\\]+?)" + _REL + _VAR + _REL + r"([^<>\\]+)", s)
-    if m and m.group(2) in ("<", "\\le") and m.group(4) in ("<", "\\le"):
-        return ("(" if m.group(2) == "<" else "[") + f"{m.group(1)}, {m.group(5)}" + (")" if m.group(4) == "<" else "]")
-    m = re.fullmatch(_VAR + _REL + r"([^<>\\][^<>]*)", s) or re.fullmatch(r"([^<>\\][^<>]*?)" + _REL + _VAR, s)
-    if not m:
-        return None
-    if m.group(1).isalpha() and len(m.group(1)) == 1:
-        rel, bound = m.group(2), m.group(3)
-    else:  # 3 < x is x > 3
-        rel, bound = {"<": ">", ">": "<", "\\le": "\\ge", "\\ge": "\\le"}[m.group(2)], m.group(1)
-    return {">": f"({bound}, \\infty)", "\\ge": f"[{bound}, \\infty)",
-            "<": f"(-\\infty, {bound})", "\\le": f"(-\\infty, {bound}]"}[rel]
-
-
 def _lists_equal(g: list[str], t: list[str], ordered: bool, heavy: bool) -> bool | None:
     if len(g) != len(t):
         return False
@@ -346,9 +327,12 @@ def _compare(given: str, gt: str, heavy: bool) -> bool | None:
             return False
         return _lists_equal([c for r in mgm for c in r], [c for r in mtm for c in r], True, heavy)
     # inequalities as intervals, so `x > 3` meets `(3, \infty)`
-    ig, it = _interval(given), _interval(gt)
+    ig, it = forms.interval(given), forms.interval(gt)
     if (ig or _bracketed(given) or "\\cup" in given) and (it or _bracketed(gt) or "\\cup" in gt):
         given, gt = ig or given, it or gt
+    named = _named_parts(given, gt, heavy)
+    if named is not None:
+        return named
     # unbracketed lists: order does not matter ("x=2 or x=3" vs "2, 3"); a hedge against one answer fails
     if _bracketed(given) is None and _bracketed(gt) is None and "\\cup" not in given + gt:
         sep_g, sep_t = _split_top(_LIST_WORDS.sub(",", given)), _split_top(_LIST_WORDS.sub(",", gt))
@@ -361,7 +345,7 @@ def _compare(given: str, gt: str, heavy: bool) -> bool | None:
     # unions of intervals
     if "\\cup" in gt or "\\cup" in given:
         gu, tu = [p.strip() for p in given.split("\\cup")], [p.strip() for p in gt.split("\\cup")]
-        return _lists_equal(gu, tu, True, heavy)
+        return _lists_equal(gu, tu, False, heavy)  # a union in another order is the same set
     bg, bt = _bracketed(given), _bracketed(gt)
     if bt is not None:
         if bg is None:  # "1, 2" for "{1, 2}" or "(1, 2)"; never for an interval
@@ -380,11 +364,36 @@ def _compare(given: str, gt: str, heavy: bool) -> bool | None:
     return _value_equal(given, gt, heavy)
 
 
+def _named_parts(given: str, gt: str, heavy: bool) -> bool | None:
+    """Named parts against bare values (`x = 1, y = -2` vs `(1, -2)`, `AB=4, CD=5` vs `4, 5`,
+    `p=5,q=2;p=7,q=2` vs `(5,2),(7,2)`): None when the rule does not apply (rewards/forms.py)."""
+    if ";" in given + gt:
+        ng, nt = forms.named_groups(given, _split_top), forms.named_groups(gt, _split_top)
+        if ng and nt:
+            return ng[0] == nt[0] and _compare(ng[1], nt[1], heavy)
+        if ng or nt:
+            return _compare(ng[1] if ng else given, nt[1] if nt else gt, heavy)
+    vg, vt = forms.named_values(_split_top(given)), forms.named_values(_split_top(gt))
+    if (vg is None) == (vt is None):
+        return None
+    (values, alphabetical), other = (vg, gt) if vg is not None else (vt, given)  # type: ignore[misc]
+    bracket = _bracketed(other)
+    if bracket is not None and ((bracket[0], bracket[2]) != ("(", ")") or not alphabetical):
+        return False  # named values are no interval or set; `y=-2, x=1` against `(1, -2)` is a guess
+    parts = bracket[1] if bracket is not None else _split_top(_LIST_WORDS.sub(",", other))
+    if any(forms.named(p) for p in parts):
+        return None  # names on both sides: matched by name below
+    if len(parts) != len(values):
+        return False
+    return _lists_equal(values, parts, True, heavy) if vg is not None else _lists_equal(parts, values, True, heavy)
+
+
 def _equations_equal(given: str, gt: str, eg, et, heavy: bool) -> bool | None:
-    simple = [e is not None and bool(_SIMPLE_LHS.fullmatch(e[0].replace(" ", ""))) for e in (eg, et)]
+    simple = [e is not None and bool(_SIMPLE_LHS.fullmatch(e[0].replace(" ", "")) or forms.name_key(e[0]))
+              for e in (eg, et)]
     if eg and et:
         if simple[0] and simple[1]:  # x = 3 vs x = 4, A = 2 vs B = 2: same left side, then the right sides
-            if eg[0].replace(" ", "") != et[0].replace(" ", ""):
+            if (forms.name_key(eg[0]) or eg[0].replace(" ", "")) != (forms.name_key(et[0]) or et[0].replace(" ", "")):
                 return False
             return _compare(eg[1], et[1], heavy)
         if not heavy:

@@ -1,0 +1,158 @@
+"""Forms real answers and golds take that are the same answer as a plainer one (glue for rewards/accurate.py).
+
+Each rule turns one written form into another the structural comparison already handles, and is narrow on
+purpose: what it does not recognise is left alone (and is then usually rejected), never guessed at.
+- prose around a value: `The total is \\$3,450.` -> `3,450`, `1,200 dollars` -> `1200 dollars`;
+- matrices written as `\\left(\\begin{array}{cc}...\\end{array}\\right)` or `(\\begin{matrix}...)` -> pmatrix;
+- named parts: `AB=4, CD=5` against `4, 5`, `x = 1, y = -2` against `(1, -2)`, `p=5,q=2;p=7,q=2` against
+  `(5,2),(7,2)`: the written order of the names gives the order of the bare values; against a tuple the names
+  must be in alphabetical order (`(x, y)`), otherwise which order is meant is a guess and the pair is rejected;
+- an inequality in one variable as an interval: `1 < x \\le 2` -> `(1, 2]`.
+"""
+
+from __future__ import annotations
+
+import re
+
+# ---------------------------------------------------------------- prose and numbers with words
+
+_NEGATION = re.compile(r"\b(?:not|no|never|cannot|can't|isn't|aren't|nor|except|unless|if|approximately|about|"
+                       r"around|roughly|nearly|almost|least|most|than|between|either)\b", re.I)
+_PROSE = re.compile(r"([A-Za-z][A-Za-z' ]{0,60}?)\s+(?:is|are|was|were|equals|will be|would be)\s*:?\s+(.+)", re.I)
+_THOUSANDS_WORDS = re.compile(r"([-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?)(\s+[A-Za-z][A-Za-z ]*)")
+
+
+def strip_prose(s: str) -> str:
+    """`The total is 3,450` -> `3,450`: a plain-words subject and a verb before the answer are dropped.
+
+    Nothing is dropped when the sentence hedges or negates (`is not`, `is about`, `is at least`, `if`):
+    those words would change the answer, and such a sentence stays text (and is rejected).
+    """
+    m = _PROSE.fullmatch(s)
+    if not m or _NEGATION.search(s):
+        return s
+    return m.group(2).strip()
+
+
+def thousands_with_words(s: str) -> str:
+    """`1,200 dollars` -> `1200 dollars` (a bare `1,200` is handled by accurate.normalize)."""
+    m = _THOUSANDS_WORDS.fullmatch(s)
+    return m.group(1).replace(",", "") + m.group(2) if m else s
+
+
+# ---------------------------------------------------------------- inequalities
+
+_REL = r"(<|>|\\le|\\ge)"
+_VAR = r"([a-zA-Z])"
+
+
+def interval(s: str) -> str | None:
+    """An inequality in one variable as interval notation: `1 < x \\le 2` -> `(1, 2]`, `x > 3` -> `(3, \\infty)`."""
+    s = s.replace(" ", "")
+    m = re.fullmatch(r"([^<>\\]+?)" + _REL + _VAR + _REL + r"([^<>\\]+)", s)
+    if m and m.group(2) in ("<", "\\le") and m.group(4) in ("<", "\\le"):
+        return ("(" if m.group(2) == "<" else "[") + f"{m.group(1)}, {m.group(5)}" + (")" if m.group(4) == "<" else "]")
+    m = re.fullmatch(_VAR + _REL + r"([^<>\\][^<>]*)", s) or re.fullmatch(r"([^<>\\][^<>]*?)" + _REL + _VAR, s)
+    if not m:
+        return None
+    if m.group(1).isalpha() and len(m.group(1)) == 1:
+        rel, bound = m.group(2), m.group(3)
+    else:  # 3 < x is x > 3
+        rel, bound = {"<": ">", ">": "<", "\\le": "\\ge", "\\ge": "\\le"}[m.group(2)], m.group(1)
+    return {">": f"({bound}, \\infty)", "\\ge": f"[{bound}, \\infty)",
+            "<": f"(-\\infty, {bound})", "\\le": f"(-\\infty, {bound}]"}[rel]
+
+
+# ---------------------------------------------------------------- matrices
+
+_ARRAY = re.compile(r"[\[(]\s*\\begin\{(?:array\}\{[lcr| ]*|matrix)\}(.*?)\\end\{(?:array|matrix)\}\s*[\])]", re.S)
+
+
+def matrices(s: str) -> str:
+    """`(\\begin{array}{cc}1&2\\\\3&4\\end{array})` and `[\\begin{matrix}...]` -> `\\begin{pmatrix}...`."""
+    return _ARRAY.sub(lambda m: "\\begin{pmatrix}" + m.group(1) + "\\end{pmatrix}", s)
+
+
+# ---------------------------------------------------------------- named parts
+
+# A name, not an expression: one letter with an optional subscript or prime (`x`, `V_{1}`, `a_n`, `p'`), a
+# Greek letter, 2-3 capitals (a segment or an angle: `AB`, `ABC`, `\\angle A`, `m\\angle ABC`, `\\overline{AB}`),
+# or a ratio of names (`V_1:V_2`). Lower-case pairs (`xy`) are products, so they are no names.
+_ONE = r"(?:[A-Za-z]|\\[a-zA-Z]+)(?:_\{?\w+\}?|')?"
+_SEGMENT = r"(?:(?:m\s*)?\\angle\s*)?[A-Z]{2,3}|(?:m\s*)?\\angle\s*[A-Z]|\\overline\{[A-Z]{2}\}|\|[A-Z]{2}\|"
+_NAME = re.compile(rf"(?:{_ONE}|{_SEGMENT})(?:\s*:\s*(?:{_ONE}|{_SEGMENT}))*")
+_FUNCTIONS = {"sin", "cos", "tan", "log", "ln", "exp", "sqrt", "frac", "cdot", "times", "pi", "infty", "sum", "int"}
+
+
+def name_key(lhs: str) -> str | None:
+    """The canonical name of an equation's left side (`V_{1}` -> `V_1`), or None when it is no plain name."""
+    t = lhs.strip()
+    if not _NAME.fullmatch(t):
+        return None
+    t = re.sub(r"\s+", "", t)
+    t = re.sub(r"_\{(\w)\}", r"_\1", t)
+    t = re.sub(r"\\overline\{([A-Z]{2})\}|\|([A-Z]{2})\|", lambda m: m.group(1) or m.group(2), t)
+    if any(cmd in _FUNCTIONS for cmd in re.findall(r"\\([a-zA-Z]+)", t)):
+        return None
+    return t
+
+
+def named(part: str) -> tuple[str, str] | None:
+    """`AB = 4` -> (`AB`, `4`); None unless the part is `name = value` with one `=` at the top level."""
+    pieces = _split_eq(part)
+    if len(pieces) != 2 or not pieces[1]:
+        return None
+    key = name_key(pieces[0])
+    return (key, pieces[1]) if key else None
+
+
+def _split_eq(s: str) -> list[str]:
+    out, depth, cur = [], 0, []
+    for ch in s:
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if ch == "=" and depth == 0:
+            out.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(ch)
+    out.append("".join(cur).strip())
+    return out
+
+
+def _natural(name: str) -> tuple:
+    return tuple(int(t) if t.isdigit() else t for t in re.findall(r"\d+|\D+", name))
+
+
+def named_values(parts: list[str]) -> tuple[list[str], bool] | None:
+    """(values, alphabetical) of `name = value` parts naming two or more different things (`x = 1, y = -2` ->
+    ([`1`, `-2`], True)); None otherwise. Against a tuple only alphabetical names count (`(x, y)`); a bare list
+    is read in the written order."""
+    pairs = [named(p) for p in parts]
+    if len(pairs) < 2 or any(p is None for p in pairs):
+        return None
+    names = [p[0] for p in pairs]  # type: ignore[index]
+    if len(set(names)) != len(names):
+        return None
+    return [p[1] for p in pairs], names == sorted(names, key=_natural)  # type: ignore[index]
+
+
+def named_groups(s: str, split_top) -> tuple[list[str], str] | None:
+    """`p=5,q=2;p=7,q=2` -> ([`p`, `q`], `(5, 2), (7, 2)`): solutions separated by `;`, each naming the same
+    parts in order."""
+    groups = [g for g in split_top(s, ";") if g]
+    if len(groups) < 2:
+        return None
+    tuples, names = [], None
+    for g in groups:
+        parts = split_top(g, ",")
+        found = named_values(parts)
+        if found is None or not found[1]:
+            return None
+        values = found[0]
+        these = [named(p)[0] for p in parts]  # type: ignore[index]
+        if names is not None and these != names:
+            return None
+        names = these
+        tuples.append("(" + ", ".join(values) + ")")
+    return names or [], ", ".join(tuples)
