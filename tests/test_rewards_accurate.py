@@ -62,7 +62,23 @@ for _row in SOUND_ROWS:
 
 def test_soundness_suite_is_broad():
     near = [r for r in SOUND_ROWS if r["label"] == 0]
-    assert len(SOUND_ROWS) >= 300 and len(near) >= 150 and len(SOUND_BY_CATEGORY) >= 20
+    assert len(SOUND_ROWS) >= 418 and len(near) >= 230 and len(SOUND_BY_CATEGORY) >= 30
+    # issue 27: identities that hold only for positive values, big numbers as expressions, and the forms real
+    # golds take (unions, array matrices, named parts, prose, inline `$`), each with near misses beside them
+    for cat in ("sign_domain_identity", "big_number_expression", "interval_union", "matrix_array", "named_parts",
+                "prose_units", "inline_dollar"):
+        assert {r["label"] for r in SOUND_BY_CATEGORY[cat]} == {0, 1}, cat
+
+
+@pytest.mark.parametrize(
+    "answer, gt, expected",
+    # the reward hacks of issue 27: equal only where the variable is positive, or equal to 30 digits
+    [("|2x|", "2x", False), ("\\ln(x^2)", "2\\ln x", False), ("\\max(x, 0)", "x", False), ("2^{100}", "2^{100}+1", False),
+     ("\\sqrt{x^2}", "|x|", True), ("x^{1/2}", "\\sqrt{x}", True)],
+)
+def test_identities_hold_for_all_values(answer, gt, expected):
+    res = grade(f"<think>x</think> <answer>{answer}</answer>", gt, mode="accurate")
+    assert res.reward == float(expected) and not res.timed_out
 
 
 @pytest.mark.parametrize("category", sorted(SOUND_BY_CATEGORY))
