@@ -79,50 +79,48 @@ from math_grpo.weight_sync import SyncChecker, SyncSettings, tied_embedding_name
 _SWAP_LOCK = threading.Lock()
 
 
+class BoundedAdapter(HTTPAdapter):
+    """The transport of TRL's client session: a default timeout on every request (TRL sends none), a short
+    retry policy, and errors that name the server and what to look at (not a bare `Exception` from TRL)."""
+
+    def __init__(self, base_url: str, timeout: float):
+        self.base_url, self.timeout = base_url, timeout
+        # TRL's own policy backs off for about a minute against a dead server: retry briefly instead.
+        retry = Retry(total=2, connect=2, read=0, status=2, status_forcelist=[502, 503], backoff_factor=0.5,
+                      allowed_methods=["GET", "POST"])
+        super().__init__(max_retries=retry, pool_maxsize=64)
+
+    def send(self, request: Any, stream: bool = False, timeout: Any = None, verify: Any = True, cert: Any = None,
+             proxies: Any = None) -> Any:
+        timeout = self.timeout if timeout is None else timeout
+        what = f"{request.method} {request.url}"
+        try:
+            response = super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies)
+        except requests.exceptions.Timeout:
+            seconds = f"{timeout:.0f} s" if isinstance(timeout, (int, float)) else f"{timeout} s"
+            raise ServerError(f"vLLM server at {self.base_url}: {what} got no answer within {seconds}") from None
+        except requests.exceptions.RequestException as exc:
+            raise ServerError(f"vLLM server at {self.base_url} is unreachable ({what}: {type(exc).__name__}); "
+                              "did it die? see its log (server.log in the run dir)") from None
+        if response.status_code != 200:
+            raise ServerError(f"vLLM server at {self.base_url}: {what} -> HTTP {response.status_code}: "
+                              f"{response.text.strip()[:300]}")
+        return response
+
+
 class BoundedVLLMClient(VLLMClient):
-    """TRL's `VLLMClient` with a timeout on every request, a short retry policy and errors naming the URL."""
+    """TRL's `VLLMClient` whose public `session` sends through `BoundedAdapter` (timeouts, retries, errors)."""
 
     def __init__(self, base_url: str, request_timeout: float, connection_timeout: float, group_port: int = 51216):
         self.request_timeout = request_timeout
         super().__init__(base_url=base_url, group_port=group_port, connection_timeout=connection_timeout)
-        # TRL's own policy backs off for about a minute against a dead server: retry briefly instead.
-        retry = Retry(total=2, connect=2, read=0, status=2, status_forcelist=[502, 503], backoff_factor=0.5,
-                      allowed_methods=["GET", "POST"])
-        adapter = HTTPAdapter(max_retries=retry, pool_maxsize=64)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
 
     def check_server(self, total_timeout: float = 0.0, retry_interval: float = 2.0) -> None:
+        """TRL's constructor calls this after making `session` and before its first request: the place to mount."""
         VLLMServerClient(self.base_url, timeout=10.0).wait_until_healthy(max(total_timeout, 0.1))
-
-    def _get(self, url: str, **kwargs: Any) -> Any:
-        return self._call("GET", url, **kwargs)
-
-    def _post(self, url: str, **kwargs: Any) -> Any:
-        return self._call("POST", url, **kwargs)
-
-    def _call(self, method: str, url: str, **kwargs: Any) -> Any:
-        kwargs.setdefault("timeout", self.request_timeout)
-        try:
-            response = self.session.request(method, url, **kwargs)
-        except requests.exceptions.Timeout:
-            raise ServerError(f"vLLM server at {self.base_url}: {method} {url} got no answer within "
-                              f"{kwargs['timeout']:.0f} s") from None
-        except requests.exceptions.RequestException as exc:
-            raise ServerError(f"vLLM server at {self.base_url} is unreachable ({method} {url}: "
-                              f"{type(exc).__name__}); did it die? see its log (server.log in the run dir)") from None
-        if response.status_code != 200:
-            raise ServerError(f"vLLM server at {self.base_url}: {method} {url} -> HTTP {response.status_code}: "
-                              f"{response.text.strip()[:300]}")
-        if not response.content:
-            return None
-        try:
-            return response.json()
-        except ValueError:  # some endpoints answer plain text
-            return response.text
-
-    def reset_prefix_cache(self) -> None:
-        self._post(f"{self.base_url}/reset_prefix_cache")
+        adapter = BoundedAdapter(self.base_url, self.request_timeout)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
 
 
 class ServerVLLMGeneration(VLLMGeneration):
@@ -283,7 +281,7 @@ class MathGRPOTrainer(GRPOTrainer):
         self._is_inputs: dict | None = None
         if not uses_server(training_args):
             super().__init__(*args, **kwargs)
-            self._fused_is = fused_is_applies(self)
+            self._fused_is = fused_is_applies(self, sync_args)
             self._dynamic = make_dynamic_sampler(self, sync_args)
             return
         if sync_args is None:
@@ -302,7 +300,7 @@ class MathGRPOTrainer(GRPOTrainer):
         vg.step_fn = lambda: self.state.global_step
         # The `log_metric` TRL hands reward functions: averaged over ranks and logged with the step's metrics.
         vg.on_record = lambda record: [self._log_metric(k, v) for k, v in record.items()]
-        self._fused_is = fused_is_applies(self)
+        self._fused_is = fused_is_applies(self, sync_args)
         self._dynamic = make_dynamic_sampler(self, sync_args)
         if getattr(sync_args, "async_rollouts", False):
             self._round_steps = max(1, math.ceil(self.args.steps_per_generation * self.num_iterations
@@ -322,13 +320,6 @@ class MathGRPOTrainer(GRPOTrainer):
                 self._lookahead = Lookahead(epoch_iterator)
             epoch_iterator = self._lookahead
         return super().get_batch_samples(epoch_iterator, num_batches, device)
-
-    def _prepare_inputs(self, generation_batch: Any) -> Any:
-        if self._async() is not None and self.model.training:
-            generate_every = self.args.steps_per_generation * self.num_iterations
-            if self._step % generate_every == 0 or self._buffered_inputs is None:
-                self.vllm_generation.next_prompts = self._next_prompt_ids(generation_batch, generate_every)
-        return super()._prepare_inputs(generation_batch)
 
     def _next_prompt_ids(self, batch: Any, ahead: int) -> list[list[int]] | None:
         """Token ids of the generation batch `ahead` items after `batch` in this epoch (None at its end)."""
@@ -356,6 +347,10 @@ class MathGRPOTrainer(GRPOTrainer):
 
     # -- the importance-sampling ratio from the training forward -------------------------------------
     def _generate_and_score_completions(self, inputs: Any) -> Any:
+        """One generation round of TRL's `_prepare_inputs` (training: the epoch iterator's generation batch)."""
+        if self._async() is not None and self.model.training:  # the next round's prompts, for the prefetch
+            self.vllm_generation.next_prompts = self._next_prompt_ids(
+                inputs, self.args.steps_per_generation * self.num_iterations)
         if self._dynamic is not None and self.model.training:
             return self._dynamic.fill(inputs, self._score_round, self._score_refill, self.state.global_step)
         return self._score_round(inputs)
@@ -431,14 +426,23 @@ class MathGRPOTrainer(GRPOTrainer):
         return ratio
 
 
-def fused_is_applies(trainer: GRPOTrainer) -> bool:
+# The loss types whose `_compute_loss` multiplies the per-token loss by `inputs["importance_sampling_ratio"]`
+# (TRL 1.16; "vespo" folds the ratio into its own weights instead). An unknown one keeps TRL's computation.
+FUSED_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "luspo", "cispo", "sapo")
+IS_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
+
+
+def fused_is_applies(trainer: GRPOTrainer, script_args: Any = None) -> bool:
     """True when TRL's "old" logprobs equal the training forward's own: one pass per generation batch, within
-    one optimizer step (TRL then needs them only for the vLLM importance-sampling ratio)."""
+    one optimizer step (TRL then needs them only for the vLLM importance-sampling ratio). Every condition is an
+    allowlist of what tests/test_trl_contract.py checks against TRL's computation; anything else (a new loss type
+    or mode, tools, a rollout function, `fused_is_ratio: false`) keeps TRL's own."""
     args = trainer.args
-    return bool(trainer.use_vllm and trainer.vllm_importance_sampling_correction and trainer.num_iterations == 1
+    return bool(getattr(script_args, "fused_is_ratio", True)
+                and trainer.use_vllm and trainer.vllm_importance_sampling_correction and trainer.num_iterations == 1
                 and args.gradient_accumulation_steps % args.steps_per_generation == 0
-                and trainer.loss_type != "vespo" and not getattr(trainer, "tools", None)
-                and getattr(trainer, "rollout_func", None) is None)
+                and trainer.loss_type in FUSED_LOSS_TYPES and trainer.vllm_importance_sampling_mode in IS_MODES
+                and not getattr(trainer, "tools", None) and getattr(trainer, "rollout_func", None) is None)
 
 
 def make_dynamic_sampler(trainer: GRPOTrainer, script_args: Any) -> DynamicSampler | None:
@@ -451,7 +455,7 @@ def make_dynamic_sampler(trainer: GRPOTrainer, script_args: Any) -> DynamicSampl
     return DynamicSampler(
         stream, trainer.train_dataset, trainer.num_generations, script_args.dynamic_sampling_max_rounds,
         gather=gather_object, rank=accelerator.process_index, world=accelerator.num_processes,
-        pad_token_id=trainer._tokenizer.pad_token_id,
+        pad_token_id=getattr(trainer.processing_class, "tokenizer", trainer.processing_class).pad_token_id,
         log=lambda key, value: trainer._metrics["train"][key].append(value),
         say=lambda line: print(line, flush=True) if accelerator.is_main_process else None)
 
