@@ -18,7 +18,7 @@ from transformers import TrainerCallback
 from math_grpo.trl_adapter import latest_rollouts
 
 # Prefixes that are already namespaced and go through unchanged.
-_NAMESPACED = ("train/", "eval/", "weight_sync/", "rewards/", "timing/", "sft/")
+_NAMESPACED = ("train/", "eval/", "weight_sync/", "rewards/", "timing/", "sft/", "server/")
 
 
 def canonical_key(key: str) -> str:

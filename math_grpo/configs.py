@@ -189,6 +189,10 @@ class GRPOScriptArguments(DataArguments, EvalArguments, StopArguments, Precision
     server_request_timeout: float = field(
         default=600.0, metadata={"help": "HTTP timeout per rollout or weight-sync request to the vLLM server (s); "
                                          "evaluation requests use eval_request_timeout."})
+    server_restart_wait_s: float = field(
+        default=600.0, metadata={"help": "A vLLM server lost mid-run: wait this long (s) for it to come back (the "
+                                         "launcher restarts its own; longer when it says a restart takes longer), "
+                                         "push the full weights and go on; 0: stop at once."})
     output_root: str = field(
         default=DEFAULT_GRPO_OUTPUT_ROOT,
         metadata={"help": "Run dirs go to OUTPUT_ROOT/<run_name> unless output_dir is set explicitly."},
@@ -242,6 +246,7 @@ class GRPOScriptArguments(DataArguments, EvalArguments, StopArguments, Precision
                     *_one_of("weight_sync_backend", self.weight_sync_backend, WEIGHT_SYNC_BACKENDS),
                     *_positive("grader_timeout", self.grader_timeout),
                     *_positive("server_request_timeout", self.server_request_timeout),
+                    *([] if self.server_restart_wait_s >= 0 else ["server_restart_wait_s: must be 0 or more"]),
                     *_positive("max_prompt_length", self.max_prompt_length, optional=True),
                     *_positive("sync_check_factor", self.sync_check_factor),
                     *_positive("max_staleness", self.max_staleness),

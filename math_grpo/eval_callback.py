@@ -17,6 +17,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from math_grpo.checkpoints import broadcast_from_main
 from math_grpo.configs import EVAL_BACKENDS, GRPOScriptArguments, uses_server
 from math_grpo.errors import MathGRPOError
 from math_grpo.evaluation import (
@@ -29,6 +30,7 @@ from math_grpo.evaluation import (
     load_benchmarks,
     write_eval_jsonl,
 )
+from math_grpo.server_recovery import pause_point, read_status, recover
 from math_grpo.trl_adapter import force_sync
 
 
@@ -58,8 +60,10 @@ class BenchmarkEvalCallback(TrainerCallback):
         self.blocked_s = 0.0  # time the training loop spent on evaluation (sync + waits), over the run
         self.eval_s = 0.0  # wall time of the evaluations themselves
         self.results: list[EvalResult] = []
+        self._lost: int | None = None  # the step of an evaluation lost with the vLLM server (main process)
         if backend == "server":
             trainer.vllm_generation.before_sync.append(self.wait)
+            trainer.vllm_generation.after_recovery.append(self.retry_lost)
 
     # -- scheduling -----------------------------------------------------------------------------------
     def on_train_begin(self, args, state, control, **kwargs):
@@ -109,6 +113,8 @@ class BenchmarkEvalCallback(TrainerCallback):
                     self._thread.start()
                 else:
                     self._evaluate(step)
+            if not self.overlap or final:
+                self._recover_lost_now()  # every rank
         elif self.is_main:
             self._evaluate(step)
         self.blocked_s += time.perf_counter() - t0
@@ -121,8 +127,14 @@ class BenchmarkEvalCallback(TrainerCallback):
         model = self.trainer.accelerator.unwrap_model(self.trainer.model)
         return TransformersGenerator(model, self.tokenizer)
 
-    def _evaluate(self, step: int) -> None:
+    def _restarts(self) -> tuple[int, int]:
+        recovery = getattr(self.trainer.vllm_generation, "recovery", None) if self.backend == "server" else None
+        return (recovery.restarts if recovery is not None else 0, int(read_status().get("restarts", 0)))
+
+    def _evaluate(self, step: int, retry: bool = False) -> None:
         t0 = time.perf_counter()
+        before = self._restarts()
+        pause_point("eval", step)  # tests: kill the server at a known point
         try:
             result = evaluate(self._generator(), self.benchmarks, self.sampling, template=self.template,
                               grader_mode=self.grader_mode, grader_timeout=self.grader_timeout, step=step)
@@ -130,8 +142,49 @@ class BenchmarkEvalCallback(TrainerCallback):
         except Exception as exc:  # an evaluation must never cost the run
             result = None
             error = f"{type(exc).__name__}: {exc}" if isinstance(exc, MathGRPOError) else traceback.format_exc(limit=3)
+        recovery = getattr(self.trainer.vllm_generation, "recovery", None) if self.backend == "server" else None
+        # Lost with the server (or answered partly by a restarted one, holding other weights): not a result.
+        if recovery is not None and (self._restarts() != before or (error is not None and recovery.is_lost())):
+            if not retry:
+                self._lost = step  # run again once the server is back with this step's weights (`retry_lost`)
+                return
+            result, error = None, "evaluation lost to a vLLM server restart again; skipped"
         with self._lock:
             self._pending.append((step, result, error, time.perf_counter() - t0))
+
+    def retry_lost(self) -> None:
+        """Every rank, once a lost server is back with the full weights: the evaluation lost with it runs once
+        more if the weights are still those of its step, else it is skipped with a line."""
+        step, self._lost = self._lost, None
+        if step is None or not self.is_main:
+            return
+        if step != self.trainer.state.global_step:
+            with self._lock:
+                self._pending.append((step, None, "evaluation lost to a vLLM server restart; skipped (the weights "
+                                      "have moved on since)", 0.0))
+            return
+        print(f"[eval] step {step}: evaluation lost to a vLLM server restart; running it again", flush=True)
+        self._thread = threading.Thread(target=self._evaluate, args=(step, True), daemon=True,
+                                        name=f"eval-step-{step}-again")
+        self._thread.start()
+
+    def _recover_lost_now(self) -> None:
+        """Every rank, after an evaluation in the training thread: if it was lost with the server, wait for the
+        server, push the weights and run it again (once); a server that does not come back skips it."""
+        if not broadcast_from_main(self._lost is not None, self.trainer.accelerator):
+            return
+        vg = self.trainer.vllm_generation
+        why = "not lost with the server"
+        try:
+            if recover(vg, "an evaluation request was lost", vg._broadcast):
+                self.wait()  # the evaluation `retry_lost` started again
+                return
+        except MathGRPOError as exc:
+            why = str(exc)
+        step, self._lost = self._lost, None
+        if step is not None:
+            with self._lock:
+                self._pending.append((step, None, f"evaluation lost to the vLLM server; skipped: {why}", 0.0))
 
     def wait(self) -> None:
         """Block until the in-flight evaluation (if any) is done; counted as evaluation overhead."""

@@ -14,6 +14,8 @@ Launcher options use dashes; recipe fields use underscores:
   --health-timeout S       seconds to wait for the server's /health (default: max(recipe's
                            vllm_server_timeout, 60); a CPU start takes about 90 s)
   --server-url URL         use a server that is already running (nothing is started or stopped)
+  --server-restarts N      restart the server this launcher started when it dies, at most N times (default 3;
+                           0: a dead server ends the run); the trainer waits, re-pushes the weights, goes on
   --kv-cache-bytes N       CPU build: KV cache size (default 512 MiB)
   --check                  only check the recipe and this launch (exit 0, or 2 with a one-line error)
 The server log goes to RUN_DIR/server.log (RUN_DIR: the recipe's output_dir, else output_root/run_name).
@@ -36,11 +38,14 @@ from math_grpo.errors import MathGRPOError
 from math_grpo.launch_checks import parse_gpu_ids, validate_launch
 from math_grpo.launch_plan import check_summary, parse_recipe_for_launch, plan_launch
 from math_grpo.processes import group_alive, signal_members, stop_process_group, wait_group
+from math_grpo.server_recovery import STATUS_ENV
+from math_grpo.server_supervisor import ServerSupervisor
 from math_grpo.vllm_server import DEFAULT_HOST, ServerProcess, VLLMServerClient
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPTIONS = ("--server-gpus", "--trainer-gpus", "--port", "--host", "--accelerate-config", "--health-timeout",
-           "--server-url", "--kv-cache-bytes")
+           "--server-url", "--kv-cache-bytes", "--server-restarts")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 TRAIN_STOP_TIMEOUT_S = float(os.environ.get("TRAIN_STOP_TIMEOUT", 300))  # a checkpoint at the end of the step
 
 
@@ -56,6 +61,7 @@ class Options:
     health_timeout: float | None = None
     server_url: str = ""
     kv_cache_bytes: int | None = None
+    server_restarts: int = 3
     check: bool = False
 
 
@@ -89,6 +95,8 @@ def parse_options(argv: Sequence[str]) -> Options:
         raise MathGRPOError(f"--port: {opts.port} is not a port (1-65535)")
     if opts.health_timeout is not None and not opts.health_timeout > 0:
         raise MathGRPOError(f"--health-timeout: {opts.health_timeout:g} must be a positive number of seconds")
+    if opts.server_restarts < 0:
+        raise MathGRPOError(f"--server-restarts: {opts.server_restarts} must be 0 or more")
     if opts.kv_cache_bytes is not None and opts.kv_cache_bytes <= 0:
         raise MathGRPOError(f"--kv-cache-bytes: {opts.kv_cache_bytes} must be positive")
     if not opts.recipe:
@@ -148,12 +156,15 @@ class Launch:
         self.server: ServerProcess | None = None
         self.train: subprocess.Popen | None = None
         self.signum: int | None = None
+        self.supervisor: ServerSupervisor | None = None
 
     def on_signal(self, signum: int, frame: object) -> None:
         if self.signum is None:
             print(f"[launch] got {signal.Signals(signum).name}: stopping training (checkpoint at the end of the step), "
                   "then the server", file=sys.stderr, flush=True)
         self.signum = signum
+        if self.supervisor is not None:  # a server being restarted would keep the trainer waiting
+            self.supervisor.give_up(f"the launcher is stopping ({signal.Signals(signum).name})")
         if self.train is None:  # still checking or starting the server: stop that now
             raise Interrupted(signum)
 
@@ -209,10 +220,15 @@ class Launch:
             else:
                 log = os.path.join(plan.run_dir, "server.log")
                 where = f"GPUs {server_gpus}" if server_gpus else "CPU build"
+                if opts.host not in LOOPBACK:
+                    print(f"[launch] the vLLM server listens on {opts.host}, not loopback only: its weight-update "
+                          f"endpoints are open to whoever reaches port {plan.spec.port}", flush=True)
                 print(f"[launch] starting the vLLM server ({where}) for {plan.spec.model} at {url}; log: {log}",
                       flush=True)
                 self.server = ServerProcess(plan.spec, log)
                 self.server.start(health_timeout)
+                self.supervisor = ServerSupervisor(self.server, opts.server_restarts, health_timeout,
+                                                   os.path.join(plan.run_dir, "server_status.json"))
             extra = ["--vllm_server_base_url", url]
 
         env = dict(os.environ)
@@ -224,6 +240,8 @@ class Launch:
             # CPU training beside a CPU server and reward workers: one math thread per process. With more, OpenMP
             # threads spin against each other on a small machine (seen: a tiny model's forward 5x slower at 2).
             env.setdefault("OMP_NUM_THREADS", "1")
+        if self.supervisor is not None:
+            env[STATUS_ENV] = self.supervisor.status_path
         cmd = [*accelerate_command(), *acc_args, os.path.join(REPO, "recipes", "grpo.py"), "--config", opts.recipe,
                *opts.overrides, "--output_dir", plan.run_dir, *extra]
         print(f"[launch] training: accelerate launch {' '.join(acc_args)} recipes/grpo.py --config {opts.recipe} "
@@ -234,10 +252,15 @@ class Launch:
             if self.signum is not None:
                 self.stop_training()
                 return 128 + self.signum
+            if self.supervisor is not None:
+                self.supervisor.poll()
             time.sleep(0.2)
         rc = self.train.returncode
-        if rc != 0 and self.server is not None and not group_alive(self.server.proc.pid):
-            print(f"error: the vLLM server died during training; see {self.server.log_path}", file=sys.stderr)
+        if rc != 0 and self.server is not None and (self.server.proc is None or not group_alive(self.server.proc.pid)
+                                                    or self.supervisor.state == "failed"):
+            print(f"error: the vLLM server died during training ({self.supervisor.cause}; "
+                  f"{self.supervisor.restarts} restart(s) of at most {opts.server_restarts}); see "
+                  f"{self.server.log_path}", file=sys.stderr)
         return rc
 
 

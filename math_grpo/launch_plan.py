@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -169,6 +170,9 @@ def _cmd_plan(args: argparse.Namespace, overrides: list[str]) -> None:
     plan = plan_launch(*parse_recipe_for_launch(args.config, overrides), host=args.host, port=args.port,
                        gpus=args.gpus or None, kv_cache_bytes=args.kv_cache_bytes)
     spec = plan.spec
+    if spec.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"[plan] the vLLM server will listen on {spec.host}:{spec.port}, not loopback only: its weight-update "
+              "endpoints are open to whoever reaches that address", file=sys.stderr, flush=True)
     print(f"USE_SERVER={int(plan.use_server)}")
     print(f"RUN_DIR={shlex.quote(plan.run_dir)}")
     print(f"SERVER_URL={shlex.quote(spec.url)}")

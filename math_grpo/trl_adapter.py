@@ -39,7 +39,6 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from typing import Any
 
 import trl
@@ -60,7 +59,7 @@ check_trl_version()
 
 import requests  # noqa: E402
 import trl.trainer.grpo_trainer as _grpo_module  # noqa: E402
-from accelerate.utils import broadcast_object_list, gather_object  # noqa: E402
+from accelerate.utils import gather_object  # noqa: E402
 from requests.adapters import HTTPAdapter  # noqa: E402
 from trl import GRPOTrainer  # noqa: E402
 from trl.generation.vllm_client import VLLMClient  # noqa: E402
@@ -73,6 +72,7 @@ from math_grpo.configs import GRPOScriptArguments, uses_server  # noqa: E402
 from math_grpo.dynamic_sampling import DynamicSampler, RefillStream  # noqa: E402
 from math_grpo.errors import ServerError, WeightSyncError  # noqa: E402
 from math_grpo.precision import served_dtype, torch_dtype  # noqa: E402
+from math_grpo.server_recovery import ServerRecovery, pause_point, recover, rollouts_on_main  # noqa: E402
 from math_grpo.vllm_server import VLLMServerClient  # noqa: E402
 from math_grpo.weight_sync import SyncChecker, SyncSettings, tied_embedding_name, write_safetensors  # noqa: E402
 
@@ -142,6 +142,8 @@ class ServerVLLMGeneration(VLLMGeneration):
         self.prefetcher: RolloutPrefetcher | None = None  # set when async_rollouts is on
         self.next_prompts: list[list[int]] | None = None  # this rank's next generation batch (token ids)
         self.prefetch_allowed: Callable[[], bool] = lambda: True
+        self.recovery: ServerRecovery | None = None  # rank 0: a lost server is waited for (math_grpo.server_recovery)
+        self.after_recovery: list[Callable[[], None]] = []  # every rank, once the full weights are back on it
         super().__init__(*args, **kwargs)
 
     def _init_vllm(self) -> None:
@@ -154,6 +156,7 @@ class ServerVLLMGeneration(VLLMGeneration):
             self.vllm_client = BoundedVLLMClient(base_url, self.settings.request_timeout, self.server_timeout,
                                                  group_port=self.group_port)
             self.http = VLLMServerClient(base_url, timeout=self.settings.request_timeout, model=self.vllm_client.model)
+            self.recovery = ServerRecovery(base_url, self.settings.restart_wait_s)
             if self.settings.backend == "nccl":
                 self.vllm_client.init_communicator(device=accelerator.device)
             # Fails now, naming VLLM_SERVER_DEV_MODE, not at the first sync; says the dtype the server serves
@@ -171,14 +174,28 @@ class ServerVLLMGeneration(VLLMGeneration):
     def sync_weights(self) -> None:
         for hook in list(self.before_sync):
             hook()
+        try:
+            self._sync_once()
+        except MathGRPOError as exc:  # on every rank; a lost server is waited for, then gets the full weights
+            if self.mode != "server" or not recover(self, str(exc), self._broadcast):
+                raise
+
+    def _broadcast(self, value: Any) -> Any:
+        return broadcast_from_main(value, self.accelerator)
+
+    def _sync_once(self) -> None:
         t0 = time.perf_counter()
         if self.mode == "server" and self.settings.backend == "filesystem":
             self._filesystem_sync()
         else:
+            error = None
             try:
                 super().sync_weights()
-            except ServerError as exc:
-                raise WeightSyncError(f"weight sync (nccl) failed: {exc}") from None
+            except ServerError as exc:  # raised on rank 0 only: every rank raises it
+                error = f"weight sync (nccl) failed: {exc}"
+            error = self._broadcast(error)
+            if error:
+                raise WeightSyncError(error)
         self.last_sync_s = time.perf_counter() - t0
         self.num_syncs += 1
         if self.checker is not None and self.mode == "server":
@@ -192,35 +209,24 @@ class ServerVLLMGeneration(VLLMGeneration):
 
     def generate(self, prompts: list[list[int]], images: Any, num_generations: int, profiler: Any = None) -> tuple:
         """TRL's server-mode generate; with async rollouts the batch comes from the request posted last round
-        (if within the staleness bound), and the next batch's request is posted before this one trains."""
-        if self.mode != "server" or self.prefetcher is None or images is not None:
+        (if within the staleness bound), and the next batch's request is posted before this one trains. A batch
+        lost with the server is sampled again once it is back with the full weights (math_grpo.server_recovery)."""
+        if self.mode != "server" or images is not None:
             return super().generate(prompts, images, num_generations, profiler)
         accelerator = self.accelerator
         upcoming, self.next_prompts = self.next_prompts, None
         all_prompts = gather_object(prompts)  # collectives here, in the training thread, on every rank
         all_next = gather_object(upcoming if upcoming is not None else [])
-        payload = None
-        if accelerator.is_main_process:
-            step = self.step_fn()
-            unique = all_prompts[::num_generations]
-            try:
-                output, record = self.prefetcher.take(unique, step)
-                if output is None:
-                    with profiler or nullcontext():
-                        output = self._sample(unique, num_generations)
-                if len(all_next) == len(all_prompts) and self.prefetch_allowed():
-                    ahead = all_next[::num_generations]
-                    self.prefetcher.submit(ahead, step, functools.partial(self._sample, ahead, num_generations))
-                payload = (output, record, None)
-            except MathGRPOError as exc:
-                payload = (None, {}, str(exc))
-            except Exception as exc:
-                payload = (None, {}, f"rollout request to {self.http.base_url} failed: {type(exc).__name__}: {exc}")
-        obj = [payload]
-        broadcast_object_list(obj, from_process=0)
-        output, record, error = obj[0]
-        if error:
-            raise ServerError(error)
+        while True:
+            payload = rollouts_on_main(self, all_prompts, all_next, num_generations, profiler) \
+                if accelerator.is_main_process else None
+            output, record, error, resync = self._broadcast(payload)
+            if resync:  # the launcher restarted the server unseen: the full weights before any rollout
+                self.sync_weights()
+            elif not error:
+                break
+            elif not recover(self, error, self._broadcast):
+                raise ServerError(error)
         if self.on_record is not None:
             self.on_record(record)
         all_prompt_ids, all_completion_ids, all_logprobs, all_logprob_token_ids = output
@@ -256,6 +262,7 @@ class ServerVLLMGeneration(VLLMGeneration):
         if main:
             try:
                 write_safetensors(state, self.settings.sync_dir, self._tied_name)
+                pause_point("sync", self.step_fn())
                 self.http.reload_weights(self.settings.sync_dir)
                 self.http.reset_prefix_cache()
             except ServerError as exc:

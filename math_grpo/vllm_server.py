@@ -263,7 +263,8 @@ class ServerProcess:
     def url(self) -> str:
         return self.spec.url
 
-    def start(self, health_timeout: float = 600.0) -> ServerProcess:
+    def spawn(self) -> subprocess.Popen:
+        """Start the server process (its command line appended to the log) without waiting for /health."""
         os.makedirs(os.path.dirname(os.path.abspath(self.log_path)), exist_ok=True)
         log = open(self.log_path, "ab")
         log.write(f"$ {shlex.join(self.spec.command())}\n".encode())
@@ -271,6 +272,10 @@ class ServerProcess:
         self.proc = subprocess.Popen(self.spec.command(), stdout=log, stderr=subprocess.STDOUT,
                                      env={**os.environ, **self.spec.env()}, start_new_session=True)
         log.close()
+        return self.proc
+
+    def start(self, health_timeout: float = 600.0) -> ServerProcess:
+        self.spawn()
         try:
             waited = VLLMServerClient(self.url).wait_until_healthy(health_timeout, proc=self.proc,
                                                                    log_path=self.log_path)

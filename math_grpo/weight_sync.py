@@ -45,6 +45,7 @@ class SyncSettings:
     request_timeout: float = 600.0
     probe_max_tokens: int = 128
     in_ram: bool = False  # sync_dir is our own folder in /dev/shm (removed when training ends)
+    restart_wait_s: float = 600.0  # how long to wait for a lost server to come back (math_grpo.server_recovery)
 
     @classmethod
     def from_args(cls, script_args: GRPOScriptArguments, training_args: Any) -> SyncSettings:
@@ -54,7 +55,8 @@ class SyncSettings:
         return cls(backend=script_args.weight_sync_backend, sync_dir=os.path.abspath(sync_dir), in_ram=in_ram,
                    check=script_args.sync_check, factor=script_args.sync_check_factor,
                    min_tolerance=script_args.sync_check_min_tolerance,
-                   request_timeout=script_args.server_request_timeout)
+                   request_timeout=script_args.server_request_timeout,
+                   restart_wait_s=getattr(script_args, "server_restart_wait_s", 600.0))
 
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")

@@ -523,6 +523,8 @@ def test_slurm_dry_run_plans_server_and_multinode_training():
     out = proc.stdout
     assert "vLLM TP=2 x DP=8 at http://srv1:8000" in out
     assert "--tensor-parallel-size 2" in out and "--data-parallel-size 8" in out
+    assert "--host srv1 " in out and "0.0.0.0" not in out  # the server node's own address, not every interface
+    assert "listen on srv1:8000, not loopback only" in proc.stderr  # said in one line at start
     assert "--num-processes 16 --num-machines 2 --server-running" in out  # validation with the real world size
     train = [line for line in out.splitlines() if line.startswith("[dry-run] train")]
     assert len(train) == 2
