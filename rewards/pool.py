@@ -5,10 +5,15 @@ thread. Here every check runs in a child process; the parent waits on pipes and 
 check has used more than the bound of CPU time (or replaces one that crashed). The bound is CPU time,
 not wall time, because during training the trainer and the vLLM server keep the cores busy: a check that
 takes 0.3 s alone took over 2 s of wall time there, waiting for a core, and scored 0. There are never more
-workers than cores. Workers come from a forkserver that has sympy and
-the graders imported, so a replacement starts in a few milliseconds and never inherits the trainer's
-torch threads. The pool starts lazily, is shared by every caller (threads serialize on one lock) and is
-shut down at interpreter exit.
+workers than the CPUs this process may use (rewards/sizing.py: affinity, cgroup quota, Slurm, shared among
+the node's ranks), and a worker starts only when a check is waiting and no worker is free. Workers come from a
+forkserver that has sympy and the graders imported, so a replacement starts in a few milliseconds and never
+inherits the trainer's torch threads.
+
+Callers never wait for each other: each `run` is a request whose checks a dispatcher thread hands to free
+workers, taking one check from each waiting request in turn. The evaluation thread's grading and the
+training step's rewards share the workers but neither holds a lock over its batch, so a long evaluation
+batch delays a training batch by at most one check per worker, never by the whole evaluation.
 """
 
 from __future__ import annotations
@@ -20,8 +25,11 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from multiprocessing.connection import Connection, wait
 from typing import Any
+
+from rewards.sizing import pool_size
 
 PRELOAD = ["rewards._worker"]
 ERROR = "error"
@@ -114,7 +122,8 @@ class _Worker:
         with _hidden_main():
             self.proc.start()
         child.close()
-        self.item: int | None = None
+        self.item: int = -1
+        self.req: Any = None
         self.started = time.monotonic()
         self.cpu0 = 0.0
         self.ready = False
@@ -139,70 +148,160 @@ class _Worker:
             self.conn.close()
 
 
+class _Request:
+    """One caller's checks: results fill in as workers answer; `done` is set when the last one has."""
+
+    def __init__(self, tasks: list[tuple], timeout: float) -> None:
+        self.tasks, self.timeout = tasks, timeout
+        self.results: list[Any] = [None] * len(tasks)
+        self.next = 0
+        self.running = 0  # checks of this request on a worker now
+        self.left = len(tasks)
+        self.done = threading.Event()
+
+    def finish(self, i: int, value: Any) -> None:
+        self.results[i] = value
+        self.running -= 1
+        self.left -= 1
+        if self.left <= 0:
+            self.done.set()
+
+
 class WorkerPool:
-    """`run(tasks, timeout)` -> one result per task: the checker's value, TIMEOUT or (ERROR, message)."""
+    """`run(tasks, timeout)` -> one result per task: the checker's value, TIMEOUT or (ERROR, message).
+
+    Safe from any number of threads at once; a dispatcher thread owns the workers."""
 
     def __init__(self, processes: int | None = None) -> None:
-        self.size = max(1, processes or os.cpu_count() or 1)
+        self.size = max(1, processes or pool_size())
         self._ctx = _context()
         self._workers: list[_Worker] = []
-        self._lock = threading.Lock()
+        self._requests: deque[_Request] = deque()  # requests with checks not yet handed out, served in turn
+        self._lock = threading.Lock()  # guards _requests and _closed only: held for microseconds
         self._closed = False
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._thread: threading.Thread | None = None
+        self._inflight: list[_Request] = []
+        self._pid = os.getpid()
         self.restarts = 0
 
     def _spawn(self) -> _Worker:
         return _Worker(self._ctx)
 
-    def _ensure(self) -> None:
-        while len(self._workers) < self.size:
-            self._workers.append(self._spawn())
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
 
-    def run(self, tasks: list[tuple], timeout: float) -> list[Any]:
-        if not tasks:
-            return []
+    def submit(self, tasks: list[tuple], timeout: float) -> _Request:
+        """Queue the checks and return at once; `request.done.wait()` then `request.results`."""
+        req = _Request(list(tasks), timeout)
+        if not req.tasks:
+            req.done.set()
+            return req
         with self._lock:
             if self._closed:
                 raise RuntimeError("the grading pool is shut down")
-            self._ensure()
-            return self._run(tasks, timeout)
+            self._requests.append(req)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._dispatch, name="rewards-pool", daemon=True)
+                self._thread.start()
+        self._wake()
+        return req
 
-    def _run(self, tasks: list[tuple], timeout: float) -> list[Any]:
-        results: list[Any] = [None] * len(tasks)
-        todo = list(range(len(tasks) - 1, -1, -1))  # a stack, first task on top
-        idle = [w for w in self._workers if w.ready]
-        starting = {w.conn: w for w in self._workers if not w.ready}
+    def run(self, tasks: list[tuple], timeout: float) -> list[Any]:
+        req = self.submit(tasks, timeout)
+        req.done.wait()
+        return req.results
+
+    def _next_task(self) -> tuple[_Request, int] | None:
+        """The next check: from the waiting request with the fewest checks on workers now (the oldest of those),
+        so a small training batch goes first to the next free worker even while a long evaluation runs."""
+        with self._lock:
+            if not self._requests:
+                return None
+            req = min(self._requests, key=lambda r: r.running)
+            i = req.next
+            req.next += 1
+            req.running += 1
+            if req.next >= len(req.tasks):
+                self._requests.remove(req)
+            return req, i
+
+    def _unsent(self) -> int:
+        with self._lock:
+            return sum(len(r.tasks) - r.next for r in self._requests)
+
+    def _dispatch(self) -> None:
+        """The dispatcher thread; should it ever fail, every waiting caller gets an error instead of hanging."""
+        try:
+            self._serve_requests()
+        except BaseException as exc:  # noqa: BLE001 - callers must never wait for ever
+            with self._lock:
+                pending, self._requests, self._thread = list(self._requests), deque(), None
+            for req in pending + self._inflight:
+                for i, r in enumerate(req.results):
+                    if r is None and not req.done.is_set():
+                        req.finish(i, (ERROR, f"grading pool failed: {exc!r}"[:300]))
+            for w in list(self._workers):
+                w.kill()
+            self._workers.clear()
+
+    def _serve_requests(self) -> None:
+        idle: list[_Worker] = []
+        retry: list[tuple[_Request, int]] = []  # checks whose worker died before it got them
+        starting: dict[Connection, _Worker] = {}
         busy: dict[Connection, _Worker] = {}
 
         def replace(w: _Worker) -> None:
             w.kill()
-            self._workers.remove(w)
+            if w in self._workers:
+                self._workers.remove(w)
             self.restarts += 1
-            nw = self._spawn()
-            self._workers.append(nw)
-            starting[nw.conn] = nw
 
-        while todo or busy:
-            while todo and idle:
+        while True:
+            with self._lock:
+                closed = self._closed
+            if closed:
+                break
+            while idle:
+                nxt = retry.pop() if retry else self._next_task()
+                if nxt is None:
+                    break
                 w = idle.pop()
-                i = todo.pop()
+                req, i = nxt
                 try:
-                    w.conn.send(tasks[i])
+                    w.conn.send(req.tasks[i])
                 except (OSError, ValueError):
-                    todo.append(i)
+                    retry.append(nxt)
                     replace(w)
                     continue
-                w.item, w.started, w.cpu0 = i, time.monotonic(), cpu_seconds(w.proc.pid)
+                w.item, w.req, w.started, w.cpu0 = i, req, time.monotonic(), cpu_seconds(w.proc.pid)
                 busy[w.conn] = w
-            if not todo and not busy:
-                break
+            # start workers only for checks that wait, never past the size
+            self._inflight = [w.req for w in busy.values()] + [r for r, _ in retry]
+            want = min(self._unsent() + len(retry) - len(starting), self.size - len(self._workers))
+            for _ in range(max(0, want)):
+                nw = self._spawn()
+                self._workers.append(nw)
+                starting[nw.conn] = nw
             # The bound is on the CPU time the check itself used, so a check that waits for a core on a busy
             # machine is not cut short; a wall-clock backstop catches a worker that is stopped or swapping.
             now = time.monotonic()
             spent = {c: cpu_seconds(w.proc.pid) - w.cpu0 for c, w in busy.items()}
-            waits = [timeout - spent[c] for c in busy] + [w.started + timeout * WALL_FACTOR - now for w in busy.values()]
+            waits = [w.req.timeout - spent[c] for c, w in busy.items()]
+            waits += [w.started + w.req.timeout * WALL_FACTOR - now for w in busy.values()]
             waits += [w.started + START_LIMIT - now for w in starting.values()]
-            wait_for = min(max(0.005, min(waits)), 0.25) if waits else 0.05
-            for conn in wait(list(busy) + list(starting), timeout=wait_for):
+            wait_for = min(max(0.005, min(waits)), 0.25) if waits else 1.0
+            for conn in wait([self._wake_r, *busy, *starting], timeout=wait_for):
+                if conn == self._wake_r:
+                    try:
+                        os.read(self._wake_r, 4096)
+                    except OSError:
+                        pass
+                    continue
                 if conn in starting:
                     w = starting.pop(conn)
                     try:
@@ -217,29 +316,62 @@ class WorkerPool:
                     continue
                 w = busy.pop(conn)
                 try:
-                    results[w.item] = conn.recv()
+                    w.req.finish(w.item, conn.recv())
                     idle.append(w)
                 except (EOFError, OSError):
-                    results[w.item] = (ERROR, "worker died")
                     replace(w)
+                    w.req.finish(w.item, (ERROR, "worker died"))
             now = time.monotonic()
             for conn, w in list(busy.items()):
-                if cpu_seconds(w.proc.pid) - w.cpu0 >= timeout or now - w.started >= timeout * WALL_FACTOR:
+                if cpu_seconds(w.proc.pid) - w.cpu0 >= w.req.timeout or now - w.started >= w.req.timeout * WALL_FACTOR:
                     busy.pop(conn)
-                    results[w.item] = TIMEOUT
-                    replace(w)
+                    replace(w)  # first, so a caller that sees the timeout also sees the restart
+                    w.req.finish(w.item, TIMEOUT)
             for conn, w in list(starting.items()):
                 if now - w.started >= START_LIMIT:
                     starting.pop(conn)
                     replace(w)
-        return results
+        for w in busy.values():
+            w.req.finish(w.item, (ERROR, "the grading pool is shut down"))
+
+    def memory(self) -> list[dict[str, int]]:
+        """RSS and PSS (bytes) of each live worker: PSS shares the forkserver's copy-on-write pages out."""
+        return [m for w in list(self._workers) if (m := process_memory(w.proc.pid))]
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            for w in self._workers:
-                w.stop()
-            self._workers.clear()
+            pending, self._requests = list(self._requests), deque()
+            thread = self._thread
+        self._wake()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5.0)
+        for req in pending:
+            for i in range(req.next, len(req.tasks)):
+                req.finish(i, (ERROR, "the grading pool is shut down"))
+        for w in list(self._workers):
+            w.stop()
+        self._workers.clear()
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def process_memory(pid: int) -> dict[str, int] | None:
+    """{"rss": bytes, "pss": bytes} of a live process from /proc (None elsewhere or once it is gone)."""
+    out: dict[str, int] = {}
+    for name, key, field in (("status", "rss", "VmRSS:"), ("smaps_rollup", "pss", "Pss:")):
+        try:
+            with open(f"/proc/{pid}/{name}") as f:
+                for line in f:
+                    if line.startswith(field):
+                        out[key] = int(line.split()[1]) * 1024
+                        break
+        except OSError:
+            continue
+    return out or None
 
 
 _POOL: WorkerPool | None = None
@@ -247,10 +379,12 @@ _POOL_LOCK = threading.Lock()
 
 
 def get_pool() -> WorkerPool:
-    """The process-wide pool, started on first use."""
+    """The process-wide pool, created on first use (workers start with the first checks that need them).
+
+    A forked child gets its own pool: the parent's dispatcher thread does not exist there."""
     global _POOL
     with _POOL_LOCK:
-        if _POOL is None or _POOL._closed:
+        if _POOL is None or _POOL._closed or _POOL._pid != os.getpid():
             _POOL = WorkerPool()
         return _POOL
 
@@ -258,9 +392,9 @@ def get_pool() -> WorkerPool:
 def shutdown() -> None:
     global _POOL
     with _POOL_LOCK:
-        if _POOL is not None:
+        if _POOL is not None and _POOL._pid == os.getpid():
             _POOL.close()
-            _POOL = None
+        _POOL = None
 
 
 atexit.register(shutdown)
