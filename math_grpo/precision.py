@@ -93,7 +93,7 @@ def describe(policy_dtype: str, model_dtype: str | None, bf16: bool, distributed
     kind = str(distributed_type).split(".")[-1]
     masters = ("fp32 master weights" if policy_dtype == "float32" else
                f"{kind}'s fp32 master weights" if kind in SHARDED else f"{policy_dtype} weights, no fp32 masters")
-    compute = "bf16 autocast" if bf16 else policy_dtype
+    compute = "bf16" if bf16 else policy_dtype
     return (f"[precision] policy {policy_dtype} ({masters}), compute {compute}, reference/evaluation "
             f"{model_dtype or 'as loaded'}")
 
@@ -105,6 +105,6 @@ def report(model: Any, script_args: Any, training_args: Any, model_args: Any, st
     kind = state.distributed_type
     print(describe(script_args.policy_dtype, model_args.dtype, training_args.bf16, kind), flush=True)
     warning = low_precision_warning(model, training_args.learning_rate, script_args.policy_dtype, kind,
-                                    str(training_args.optim))
+                                    getattr(training_args.optim, "value", str(training_args.optim)))
     if warning:
         print(warning, flush=True)

@@ -215,3 +215,23 @@ def test_cpu_server_does_not_spin_after_a_request(vllm_server):
         time.sleep(3)
         spent = group_cpu_s() - before
         assert spent < 0.5, f"the server spent {spent:.2f} CPU-s in the 3 s after a request"
+
+
+def test_sync_sends_the_dtype_the_server_serves(vllm_server, tmp_path):
+    """A bf16 policy against the float32 session server: each tensor is cast to float32 once per sync (the
+    dtype /server_info reports), and the logprob check passes while the weights change."""
+    trainer, model = _grpo_trainer(vllm_server, str(tmp_path / "run"), max_steps=2, learning_rate=5e-2)
+    model.to(torch.bfloat16)
+    generation = trainer.vllm_generation
+    assert generation.sync_dtype == "float32"
+    generation.settings.sync_dir, generation.settings.in_ram = str(tmp_path / "sync"), False
+    trainer.train()
+    from safetensors import safe_open
+
+    with safe_open(os.path.join(generation.settings.sync_dir, "model.safetensors"), "pt") as f:
+        dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}
+    assert dtypes == {"F32"}
+    history = generation.checker.history
+    assert len(history) >= 2 and all(h["weight_sync/logprob_max_abs_diff"] <= h["weight_sync/tolerance"]
+                                     for h in history), history
+    assert next(model.parameters()).dtype == torch.bfloat16
