@@ -1,11 +1,13 @@
 """Grader throughput benchmark (not a test): 5,000 realistic responses with 1% pathological ones, plus the
 symbolic checks of the soundness suite, on an idle machine and beside one CPU burner per core.
 
-    python benchmarks/grader_bench.py [--n 5000] [--modes drgrpo accurate] [--timeout 2] [--burners 0 2]
+    python benchmarks/grader_bench.py [--n 5000] [--modes drgrpo accurate] [--timeout 2] [--burners 0 2] [--ranks 8]
 
 Prints one table row per (load, mode): answers/s over the whole batch, timeouts on normal inputs (target
 0: the bound is CPU time, so a busy machine must not cost rewards), p50/p99 latency of single `grade`
-calls, and the wall time of a batch made only of pathological inputs.
+calls, and the wall time of a batch made only of pathological inputs. Then the same responses graded by
+`--ranks` simulated training processes of one node at once (LOCAL_WORLD_SIZE set, so each sizes its pool to
+its share of this machine's CPUs): total answers/s, timeouts, workers and memory per worker.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rewards.grader import grade, grade_batch  # noqa: E402
 from rewards.pool import get_pool, shutdown  # noqa: E402
+from rewards.sizing import affinity_cpus  # noqa: E402
 
 GROUND_TRUTHS = [
     "4", "2\\sqrt{3}", "\\frac{1}{2}", "\\frac{3}{4}", "1200", "-5", "(1,2)", "[1,2)", "(-\\infty, 3]", "x^2+2x+1",
@@ -94,6 +97,50 @@ def run_mode(mode: str, responses: list[str], gts: list[str], normal: list[bool]
             "patho_timeouts": sum(r.timed_out for r in pres)}
 
 
+def rank_main(rank: int, ranks: int, n: int, timeout: float, mode: str) -> None:
+    """One simulated rank: its share of the responses, graded once every rank is ready (a line on stdin)."""
+    responses, gts = make_mix(n)
+    sr, sg = soundness_pairs()
+    responses, gts = (responses + sr)[rank::ranks], (gts + sg)[rank::ranks]
+    pool = get_pool()
+    pool.run([("drgrpo", "1", ["1"])], 60.0)  # one worker up before the clock starts
+    print("ready", flush=True)
+    sys.stdin.readline()
+    t = time.perf_counter()
+    res = grade_batch(responses, gts, mode=mode, timeout=timeout)
+    wall = time.perf_counter() - t
+    mem = pool.memory()
+    print(json.dumps({"answers": len(res), "timeouts": sum(r.timed_out for r in res), "wall": wall,
+                      "workers": len(pool._workers), "size": pool.size,
+                      "rss": [m.get("rss", 0) for m in mem], "pss": [m.get("pss", 0) for m in mem]}), flush=True)
+    shutdown()
+
+
+def run_ranks(ranks: int, n: int, timeout: float, mode: str) -> dict:
+    """`ranks` processes grading at once; answers/s is all their answers over the wall time from the start signal."""
+    env = {**os.environ, "LOCAL_WORLD_SIZE": str(ranks), "OMP_NUM_THREADS": "1"}
+    env.pop("REWARDS_WORKERS", None)
+    procs = [subprocess.Popen([sys.executable, __file__, "--rank", str(r), "--ranks", str(ranks), "--n", str(n),
+                               "--timeout", str(timeout), "--modes", mode], env={**env, "LOCAL_RANK": str(r)},
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for r in range(ranks)]
+    for p in procs:
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    t = time.perf_counter()
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    outs = [json.loads(p.stdout.readline()) for p in procs if p.stdout is not None]
+    wall = time.perf_counter() - t
+    for p in procs:
+        p.wait(60)
+    rss = [x for o in outs for x in o["rss"]]
+    pss = [x for o in outs for x in o["pss"]]
+    return {"answers": sum(o["answers"] for o in outs), "timeouts": sum(o["timeouts"] for o in outs), "wall": wall,
+            "workers": sum(o["workers"] for o in outs), "size": outs[0]["size"],
+            "rss_mb": statistics.mean(rss) / 2**20 if rss else 0.0, "pss_mb": statistics.mean(pss) / 2**20 if pss else 0.0}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=5000)
@@ -101,7 +148,12 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=2.0)
     ap.add_argument("--burners", nargs="+", type=int, default=[0, os.cpu_count() or 1],
                     help="CPU-burner processes beside the grader, one run per value (default: none, one per core)")
+    ap.add_argument("--ranks", type=int, default=8, help="simulated training processes of one node (0: skip)")
+    ap.add_argument("--rank", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.rank is not None:
+        rank_main(args.rank, args.ranks, args.n, args.timeout, args.modes[0])
+        return
     print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}")
     responses, gts = make_mix(args.n)
@@ -110,7 +162,8 @@ def main() -> None:
     responses, gts, normal = responses + sr, gts + sg, normal + [True] * len(sr)
     t = time.perf_counter()
     get_pool().run([("drgrpo", "1", ["1"])], 60.0)  # start the workers outside the timings
-    print(f"pool start: {time.perf_counter() - t:.2f}s ({get_pool().size} workers); {len(responses)} responses "
+    print(f"pool start: {time.perf_counter() - t:.2f}s (1 of {get_pool().size} workers; the rest start as checks wait); "
+          f"{len(responses)} responses "
           f"({len(sr)} from the soundness suite), bound {args.timeout}s of CPU per check")
     print("| burners | mode | answers/s | batch s | timeouts (normal) | p50 ms | p99 ms | pathological batch s |")
     print("|---|---|---|---|---|---|---|---|")
@@ -126,6 +179,14 @@ def main() -> None:
                 b.kill()
                 b.wait()
     shutdown()
+    if args.ranks > 0:
+        print(f"\n{args.ranks} simulated ranks (LOCAL_WORLD_SIZE={args.ranks}) on {affinity_cpus()} CPUs, all grading at once:")
+        print("| ranks | mode | answers/s | wall s | timeouts | workers per rank | workers | RSS / PSS per worker MiB |")
+        print("|---|---|---|---|---|---|---|---|")
+        for mode in args.modes:
+            r = run_ranks(args.ranks, args.n, args.timeout, mode)
+            print(f"| {args.ranks} | {mode} | {r['answers'] / r['wall']:.0f} | {r['wall']:.2f} | {r['timeouts']} | {r['size']} | "
+                  f"{r['workers']} | {r['rss_mb']:.0f} / {r['pss_mb']:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

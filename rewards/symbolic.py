@@ -148,24 +148,12 @@ def _close(va, vb, tol: float) -> bool:
     """|va - vb| <= tol * min(max(|va|, |vb|), 1): relative for small values, absolute (tol) for large ones.
 
     A pure relative bound cannot tell `2^{100}` from `2^{100}+1` (they differ by 1e-30 relatively); values are
-    evaluated with enough digits (`_digits`) that a true identity differs by far less than tol absolutely.
+    evaluated with enough digits (`_value`) that a true identity differs by far less than tol absolutely.
     """
     import sympy
 
     scale = sympy.Min(sympy.Max(sympy.Abs(va), sympy.Abs(vb)), 1)
     return bool(sympy.Abs(va - vb) <= tol * scale)
-
-
-def _digits(v, base: int) -> int:
-    """Working digits for v: `base` significant digits plus its integer digits (so the absolute error stays tiny)."""
-    import sympy
-
-    try:
-        mag = sympy.Abs(sympy.N(v, 15))
-        extra = int(sympy.floor(sympy.log(mag, 10))) + 1 if mag.is_number and mag > 1 else 0
-    except Exception:
-        extra = 0
-    return base + min(max(extra, 0), 2000)
 
 
 def _exact(v):
@@ -196,9 +184,19 @@ def _real_roots(v):
 
 
 def _value(v, base: int):
+    """v to `base` significant digits, or, for a value above 1e10, to `base` digits after the point as well
+    (so that an absolute bound can tell 2^100 from 2^100 + 1)."""
     import sympy
 
-    return sympy.N(v, _digits(v, base))
+    val = sympy.N(v, base)
+    try:
+        mag = sympy.Abs(val)
+        if mag.is_number and mag > 10**10:
+            extra = int(sympy.floor(sympy.log(mag, 10))) + 1
+            val = sympy.N(v, base + min(extra, 2000))
+    except Exception:
+        pass
+    return val
 
 
 def _numerically_equal(a, b, tol: float, digits: int, absolute: bool = True) -> bool:
