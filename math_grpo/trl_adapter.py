@@ -1,34 +1,53 @@
 """Everything that reaches into TRL's GRPOTrainer: the one module to read (and fix) when TRL is upgraded.
 
-What it holds and why each part needs TRL's internals (TRL 1.16 has no public hook for any of them):
+What it holds and why each part needs TRL's internals (TRL 1.16 has no public hook for them):
 
 - `MathGRPOTrainer`: `GRPOTrainer.__init__` builds its `VLLMGeneration` from a module global, and in server
   mode that always calls `VLLMClient.init_communicator`, which raises on a non-CUDA trainer. The filesystem
   backend must replace that step before it runs, so the trainer swaps the global for our subclass while TRL's
   constructor runs (same arguments, TRL's code otherwise untouched).
-- `ServerVLLMGeneration`: overrides the private `_init_vllm` (the client and the chosen backend) and uses the
-  private `_iter_named_params` (TRL's ZeRO-3/FSDP/PEFT-aware parameter walk) for the filesystem sync, and
-  overrides it to cast each tensor to the server's dtype (float32 master weights, a bf16 server).
-- `BoundedVLLMClient`: TRL's client posts without a timeout and retries for about a minute; its private
-  `_get` / `_post` are where every request goes, so bounding those bounds the trainer's HTTP.
-- `force_sync` reads and sets the private `_last_loaded_step` (TRL's "weights already pushed for this step").
-- `latest_rollouts` reads the private `_logs` buffer: TRL's public completion logging (`log_completions`)
-  prints rich tables and writes parquet files per step, but gives no access to the batch itself.
+- `ServerVLLMGeneration`: overrides `_init_vllm` (the client and the chosen backend) and `_iter_named_params`
+  (TRL's ZeRO-3/FSDP/PEFT-aware parameter walk, here casting each tensor to the server's dtype: float32 master
+  weights, a bf16 server), which the filesystem sync walks too.
+- `BoundedVLLMClient`: TRL's client sends without a timeout and retries for about a minute. Its public `session`
+  gets `BoundedAdapter` (in `check_server`, which TRL's constructor calls before its first request), so every
+  request TRL makes is bounded and its errors name the server.
+- `force_sync` reads and sets `_last_loaded_step` (TRL's "weights already pushed for this step").
+- `latest_rollouts` reads the `_logs` buffer: TRL's public completion logging (`log_completions`) prints rich
+  tables and writes parquet files per step, but gives no access to the batch itself.
 - Asynchronous rollouts (`async_rollouts`, `math_grpo.async_rollouts` says how they work): the trainer looks one
   generation batch ahead in the Trainer's epoch iterator (`get_batch_samples`), tokenizes the next batch's
-  prompts with the private `_tokenize_prompts` when TRL's private `_prepare_inputs` starts a round (`_step`,
-  `_buffered_inputs`), and `ServerVLLMGeneration.generate` takes the prefetched rollouts and posts the next.
+  prompts with `_tokenize_prompts` when a round starts (`_generate_and_score_completions`), and
+  `ServerVLLMGeneration.generate` takes the prefetched rollouts and posts the next.
 - Dynamic sampling (`dynamic_sampling`, `math_grpo.dynamic_sampling` says how it works): each generation round
-  goes through the private `_generate_and_score_completions`, whose scored batch the sampler filters and refills;
-  its metrics go into the private `_metrics` (the values are the same on every rank).
-- Importance-sampling ratio from the training forward (`_compute_loss`, `_get_per_token_logps_and_entropies`,
-  `_generate_and_score_completions`, `_metrics`): when a generation batch is trained once within one optimizer
-  step, TRL's "old" logprobs equal the training forward's own (same weights), yet TRL computes them in an extra
-  forward pass over every rollout (a fifth of a CPU demo step). The trainer computes the same ratio, clipping
-  and metrics from the training forward instead.
+  goes through `_generate_and_score_completions`, whose scored batch the sampler filters and refills; its
+  metrics go into `_metrics` (the values are the same on every rank).
+- Importance-sampling ratio from the training forward (`fused_is_ratio`, on by default): when a generation batch
+  is trained once within one optimizer step, TRL's "old" logprobs equal the training forward's own (same
+  weights), yet TRL computes them in an extra forward pass over every rollout (a fifth of a CPU demo step). The
+  trainer computes the same ratio, clipping and `sampling/*` metrics from the training forward
+  (`_get_per_token_logps_and_entropies` inside `_compute_loss`) where `fused_is_applies` allows it;
+  tests/test_is_parity.py compares it with TRL's own on the same batches.
+- Weight-sync metrics go through `_log_metric`, the callable TRL hands reward functions as `log_metric`
+  (averaged over ranks, logged with the step's other metrics).
 
-Where TRL does have a public way it is used: sync metrics go through the same `log_metric` callable TRL passes
-to reward functions (averaged over ranks, logged with the step's other metrics).
+TRL's private names used here, each guarded by its row of `HOOKS` in tests/test_trl_contract.py (which fails,
+naming the hook, when TRL no longer has it or no longer calls or reads it where shown; it also fails when a
+TRL private name is used in the project without a row):
+
+  `_generate_and_score_completions`  override  TRL's `_prepare_inputs` calls it
+  `_compute_loss`                    override  `compute_loss` calls it; it applies inputs["importance_sampling_ratio"]
+  `_get_per_token_logps_and_entropies` override  called once in `_compute_loss` (the policy forward) and for
+                                     the "old" logprobs in `_generate_and_score_completions`
+  `_init_vllm`                       override  `VLLMGeneration.__init__` calls it
+  `_iter_named_params`               override  a generator `VLLMGeneration.sync_weights` walks
+  `_tokenize_prompts`                call      TRL's `_generate` tokenizes through it
+  `_log_metric`                      call      fills `_pending_metrics`, which each round logs
+  `_metrics`                         attribute set in `__init__`, logged by `log`
+  `_logs`                            attribute filled per round (prompt, completion, rewards, advantages, extra)
+  `_last_loaded_step`                attribute read and set in `_generate_single_turn` around the sync
+  `VLLMGeneration` (module global), `check_server` and `session` (public, but relied on to be called / used
+  for every request) have rows too.
 """
 
 from __future__ import annotations
@@ -86,7 +105,8 @@ class BoundedAdapter(HTTPAdapter):
     def __init__(self, base_url: str, timeout: float):
         self.base_url, self.timeout = base_url, timeout
         # TRL's own policy backs off for about a minute against a dead server: retry briefly instead.
-        retry = Retry(total=2, connect=2, read=0, status=2, status_forcelist=[502, 503], backoff_factor=0.5,
+        # read=False: a request that got no answer in time fails as a timeout (read=0 made it "unreachable").
+        retry = Retry(total=2, connect=2, read=False, status=2, status_forcelist=[502, 503], backoff_factor=0.5,
                       allowed_methods=["GET", "POST"])
         super().__init__(max_retries=retry, pool_maxsize=64)
 
@@ -442,7 +462,7 @@ IS_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask"
 def fused_is_applies(trainer: GRPOTrainer, script_args: Any = None) -> bool:
     """True when TRL's "old" logprobs equal the training forward's own: one pass per generation batch, within
     one optimizer step (TRL then needs them only for the vLLM importance-sampling ratio). Every condition is an
-    allowlist of what tests/test_trl_contract.py checks against TRL's computation; anything else (a new loss type
+    allowlist of what tests/test_is_parity.py compares with TRL's computation; anything else (a new loss type
     or mode, tools, a rollout function, `fused_is_ratio: false`) keeps TRL's own."""
     args = trainer.args
     return bool(getattr(script_args, "fused_is_ratio", True)
