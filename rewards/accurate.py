@@ -141,9 +141,10 @@ def number(s: str) -> Fraction | str | None:
 
 # ---------------------------------------------------------------- single values
 
-_NUM_UNIT = re.compile(r"(?P<val>[-+]?(?:[\d.]+(?:\\frac\{\d+\}\{\d+\})?|\\frac\{\d+\}\{\d+\}))\s+(?P<unit>[a-zA-Z]{2,}(?:\s*[\-/]\s*[a-zA-Z]+|\s+[a-zA-Z]+)*)"
+_SCI = r"(?:\s*\\times\s*10\^\{?[-+]?\d{1,3}\}?)?"  # 4.2 \times 10^{3} J
+_NUM_UNIT = re.compile(r"(?P<val>[-+]?(?:[\d.]+(?:\\frac\{\d+\}\{\d+\})?" + _SCI + r"|\\frac\{\d+\}\{\d+\}))\s+(?P<unit>[a-zA-Z]{2,}(?:\s*[\-/]\s*[a-zA-Z]+|\s+[a-zA-Z]+)*)"
                        r"\s*(?:\^\s*\{?\d\}?)?\.?")
-_NUM_SI = re.compile(r"(?P<val>[-+]?[\d.]+)\s+(?P<unit>[mgshlLKJNWV](?:\s*/\s*[a-zA-Z]+)?)\s*(?:\^\s*\{?\d\}?)?")  # 10 m^2
+_NUM_SI = re.compile(r"(?P<val>[-+]?[\d.]+" + _SCI + r")\s+(?P<unit>[mgshlLKJNWV](?:\s*/\s*[a-zA-Z]+)?)\s*(?:\^\s*\{?\d\}?)?")  # 10 m^2
 _BASE = re.compile(r"(?P<digits>[0-9A-Fa-f]+)_\{?(?P<base>\d+)\}?")
 _WORD = re.compile(r"[A-Za-z][A-Za-z\- ']*")
 _CONSTANTS = re.compile(r"\\[a-zA-Z]+|\b(?:pi|sqrt|e|i|log|ln|sin|cos|tan|exp)\b")
