@@ -52,13 +52,18 @@ class MetricsCallback(TrainerCallback):
     def __init__(self, run_dir: str, wandb_run: Any | None = None):
         self.path = os.path.join(run_dir, "metrics.jsonl")
         self.wandb_run = wandb_run
+        self.start = time.monotonic()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.monotonic()  # wall time of the training loop, model loading and set-up excluded
+        return control
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return control
         step = int(logs.get("step", state.global_step))
         record = {canonical_key(k): _finite_or_none(v) for k, v in logs.items() if k != "step"}
-        record = {"step": step, **record}
+        record = {"step": step, **record, "time/elapsed_s": round(time.monotonic() - self.start, 3)}
         append_jsonl(self.path, record)
         if self.wandb_run is not None:
             numeric = {k: v for k, v in record.items() if isinstance(v, int | float) and k != "step"}
