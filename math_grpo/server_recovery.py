@@ -82,8 +82,8 @@ class ServerRecovery:
 
     def is_lost(self) -> bool:
         """After a failed request: True when the server does not answer /health (or was restarted meanwhile)."""
-        status = read_status()
-        return status.get("state") in ("restarting", "failed") or not self._health.is_healthy(timeout=5.0) \
+        status, probe = read_status(), VLLMServerClient(self.url, timeout=5.0)  # its own session: any thread
+        return status.get("state") in ("restarting", "failed") or not probe.is_healthy(timeout=5.0) \
             or int(status.get("restarts", self.seen_restarts)) != self.seen_restarts
 
     def wait_for_return(self, error: str) -> str | None:

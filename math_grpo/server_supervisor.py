@@ -95,8 +95,10 @@ class ServerSupervisor:
             text = ""
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         hits = [ln for ln in lines if any(m in ln for m in _CAUSE_MARKERS)]
-        line = (hits or lines or [""])[-1][:300]
-        return f"{exit_reason(code)}; server.log: {line or 'nothing written since it started'}"
+        if hits:
+            return f"{exit_reason(code)}; server.log: {hits[-1][:300]}"
+        last = f"no error line, last: {lines[-1][:200]}" if lines else "nothing written since it started"
+        return f"{exit_reason(code)}; server.log: {last}"
 
     def give_up(self, why: str) -> None:
         """No more restarts (the launcher is stopping): the trainer stops waiting at once."""

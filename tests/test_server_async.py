@@ -114,7 +114,8 @@ def test_async_server_lost_mid_request_clear_error_checkpoint_kept(vllm_server, 
     # Completions longer than a training step takes, so the next batch's request is running when the cut comes.
     cmd = recipe_cmd("recipes/grpo.py", "--config", RECIPE,
                      *small_run(vllm_server.model, vllm_server.data, out, 500, "--vllm_server_base_url", relay.url,
-                                *ASYNC, "--save_steps", "1", "--eval_steps", "1000", "--max_completion_length", "96"))
+                                *ASYNC, "--save_steps", "1", "--eval_steps", "1000", "--max_completion_length", "96",
+                                "--server_restart_wait_s", "3"))  # nobody brings it back: stop after 3 s
     try:
         ended = interrupt_when(cmd, lambda: os.path.isfile(os.path.join(out, "checkpoint-2", COMPLETE_MARKER)),
                                lambda p: relay.cut(), "a complete checkpoint-2")

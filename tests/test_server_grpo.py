@@ -91,14 +91,14 @@ def test_two_terminal_usage_from_the_readme(vllm_server, tmp_path):
 
 @pytest.mark.timeout(1800)  # two launcher runs, the first starting its own server
 def test_launcher_server_killed_mid_run_clear_error_checkpoint_kept(vllm_server, tmp_path):
-    """The launcher's own server dies mid-run: one error naming the URL, the complete checkpoints kept; then a
-    resume from them on a healthy server. (With async_rollouts and a request in flight:
+    """The launcher's own server dies mid-run with no restart left (`--server-restarts 0`, the bound reached): one
+    error naming the URL, the complete checkpoints kept; then a resume from them on a healthy server. (With async_rollouts and a request in flight:
     tests/test_server_async.py::test_async_server_lost_mid_request_clear_error_checkpoint_kept.)"""
     out = str(tmp_path / "run")
     port, reservation = reserve_port()
     log = str(tmp_path / "launch.log")
     train = small_run(vllm_server.model, vllm_server.data, out, 500, "--save_steps", "1", "--eval_steps", "1000")
-    proc = launch(["--port", str(port), RECIPE, *train], log, shell=True)
+    proc = launch(["--port", str(port), "--server-restarts", "0", RECIPE, *train], log, shell=True)
     server_pid = None
     try:
         server_pid = server_child(proc.pid, 120)
@@ -127,7 +127,8 @@ def test_launcher_server_killed_mid_run_clear_error_checkpoint_kept(vllm_server,
 
     last = max(complete, key=lambda c: int(c.rsplit("-", 1)[1]))
     AutoModelForCausalLM.from_pretrained(last)  # intact: it loads
-    assert "the vLLM server died during training" in text, text[-3000:]  # the launcher says which part died
+    assert "the vLLM server died during training (killed by SIGKILL" in text, text[-3000:]  # which part died, how
+    assert "not restarting it: 0 of 0 restart(s) used (--server-restarts)" in text, text[-3000:]
     # Resume from that checkpoint through the launcher, on a healthy server: the step count goes on from it.
     saved = int(last.rsplit("-", 1)[1])
     log2 = str(tmp_path / "resume.log")
