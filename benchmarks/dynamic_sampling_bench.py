@@ -1,6 +1,7 @@
 """Dynamic sampling (`dynamic_sampling`) off vs on for the same wall time, from the demo's SFT checkpoint.
 
     python benchmarks/dynamic_sampling_bench.py [--seconds 360] [--max_rounds 3] [recipe overrides ...]
+    python benchmarks/dynamic_sampling_bench.py --smoke --model DIR --data DIR --server_url URL   (the tests')
 
 Starts one CPU vLLM server and trains recipes/tiny/grpo_server.yaml on the demo data twice, in one process, each
 for `--seconds` of training (StopRequest's time limit, counted from the start of `train()`): dynamic sampling
@@ -11,6 +12,7 @@ metrics of each run, and ends with exactly one line
     dynamic_sampling: off=<acc> on=<acc> seconds=<budget>
 
 Without the SFT checkpoint (`make demo` writes results/demo/sft) it is built first, as the demo does.
+`--smoke` (tests/test_bench_smoke.py) trains a few seconds each and evaluates 32 problems: the numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -90,23 +92,33 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", default=os.path.join(REPO, "results", "demo", "data"))
     p.add_argument("--port", type=int, default=8733)
     p.add_argument("--on_first", action="store_true", help="train the 'on' run first (to see the machine's drift)")
+    p.add_argument("--server_url", default=None, help="use this running server (serving --model) instead")
+    p.add_argument("--smoke", action="store_true", help="a few seconds of training, 32 problems evaluated (tests)")
     args, args.overrides = p.parse_known_args(argv)
+    if args.smoke:
+        args.seconds = min(args.seconds, 5.0)
     ensure_sft(args.model, args.data)
 
-    from math_grpo.demo import evaluate
+    from math_grpo.demo import Clock, evaluate
     from math_grpo.vllm_server import ServerProcess, ServerSpec
 
-    log = os.path.join(tempfile.mkdtemp(prefix="dynamic-bench-server-"), "server.log")
-    server = ServerProcess(ServerSpec(model=args.model, port=args.port, dtype="float32", max_model_len=512), log)
-    url = server.start(600).url
+    server, url = None, args.server_url
+    if url is None:
+        log = os.path.join(tempfile.mkdtemp(prefix="dynamic-bench-server-"), "server.log")
+        server = ServerProcess(ServerSpec(model=args.model, port=args.port, dtype="float32", max_model_len=512), log)
+        url = server.start(600).url
     try:
         order = (True, False) if args.on_first else (False, True)
         runs = {("on" if dynamic else "off"): train_once(args, url, dynamic=dynamic) for dynamic in order}
     finally:
-        server.stop()
-    test = os.path.join(args.data, "test.jsonl")
-    for r in runs.values():
-        r["accuracy"] = evaluate(r["model"], test, os.path.join(os.path.dirname(r["model"]), "eval.json"), 40)
+        if server is not None:
+            server.stop()
+    # Both final models in one evaluation process (math_grpo.demo.evaluate: greedy, the test split).
+    out_json = os.path.join(tempfile.mkdtemp(prefix="dynamic-bench-eval-"), "eval.json")
+    accuracy = evaluate({name: r["model"] for name, r in runs.items()}, os.path.join(args.data, "test.jsonl"),
+                        out_json, 40, Clock({}, enabled=False), quick=args.smoke)
+    for name, r in runs.items():
+        r["accuracy"] = accuracy[name]
 
     print(f"\n{args.recipe} from {args.model}: {args.seconds:.0f} s of training each, server mode, "
           f"{os.cpu_count()} cores, one thread for the trainer and one for the server; "
