@@ -156,9 +156,19 @@ def _close(va, vb, tol: float) -> bool:
     return bool(sympy.Abs(va - vb) <= tol * scale)
 
 
+EXACT_DIGITS = 3000  # numbers beyond 10^3000 are not expanded into exact integers (seconds of CPU each)
+
+
 def _exact(v):
-    """math-verify leaves `10^{30}` and `\\frac{1}{2^{100}}` unevaluated; evaluated, they compare exactly."""
+    """math-verify leaves `10^{30}` and `\\frac{1}{2^{100}}` unevaluated; evaluated, they compare exactly.
+    A number too large to expand (`(999^{999})^{999}`) stays as it is and only meets its own form."""
+    import sympy
+
     try:
+        if not v.free_symbols:
+            mag = sympy.Abs(sympy.N(v, 5))
+            if mag.is_number and mag != 0 and (mag > 10**EXACT_DIGITS or mag < sympy.Rational(1, 10**EXACT_DIGITS)):
+                return v
         return v.doit()
     except Exception:
         return v
@@ -185,7 +195,7 @@ def _real_roots(v):
 
 def _value(v, base: int):
     """v to `base` significant digits, or, for a value above 1e10, to `base` digits after the point as well
-    (so that an absolute bound can tell 2^100 from 2^100 + 1)."""
+    (so that an absolute bound can tell 2^100 from 2^100 + 1); None above 10^2000."""
     import sympy
 
     val = sympy.N(v, base)
@@ -193,9 +203,11 @@ def _value(v, base: int):
         mag = sympy.Abs(val)
         if mag.is_number and mag > 10**10:
             extra = int(sympy.floor(sympy.log(mag, 10))) + 1
-            val = sympy.N(v, base + min(extra, 2000))
+            if extra > 2000:
+                return None  # beyond 10^2000 a difference of 1 cannot be seen: undecided, so rejected
+            val = sympy.N(v, base + extra)
     except Exception:
-        pass
+        return None
     return val
 
 
@@ -209,6 +221,8 @@ def _numerically_equal(a, b, tol: float, digits: int, absolute: bool = True) -> 
 
     if not isinstance(a, sympy.Expr) or not isinstance(b, sympy.Expr):
         return False
+    if a == b:
+        return True  # the same expression
     a, b = _real_roots(_exact(a)), _real_roots(_exact(b))
     if a.is_Rational and b.is_Rational:
         return a == b  # integers and fractions of any size are compared exactly
@@ -220,6 +234,8 @@ def _numerically_equal(a, b, tol: float, digits: int, absolute: bool = True) -> 
                 return False
             continue
         va, vb = _value(pa, digits), _value(pb, digits)
+        if va is None or vb is None:
+            return False
         if not (va.is_number and vb.is_number) or any(v.has(sympy.zoo, sympy.nan, sympy.oo, -sympy.oo) for v in (va, vb)):
             if va == vb and va.is_number:
                 continue
@@ -327,6 +343,8 @@ def relation_equal(lhs_a: str, rhs_a: str, lhs_b: str, rhs_b: str) -> bool:
     ratios = []
     for p in _points(da.free_symbols | db.free_symbols):
         va, vb = _value(da.subs(p), 50), _value(db.subs(p), 50)
+        if va is None or vb is None:
+            return False
         if not (va.is_number and vb.is_number) or va.has(sympy.zoo, sympy.nan) or vb.has(sympy.zoo, sympy.nan):
             return False
         if va == 0 and vb == 0:
