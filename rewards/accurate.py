@@ -290,19 +290,6 @@ def _lists_equal(g: list[str], t: list[str], ordered: bool, heavy: bool) -> bool
     return True
 
 
-def _expand_pm(s: str) -> str:
-    """`a \\pm b` -> `a+b, a-b` (and `x = \\pm 3` -> `3, -3`), so it compares as a list of solutions."""
-    m = re.fullmatch(r"(.*?)\\pm(.*)", s)
-    if not m or "\\pm" in m.group(2) or "," in s:
-        return s
-    a, b = m.group(1).strip(), m.group(2).strip()
-    if "=" in a:
-        a = a.split("=")[-1].strip()
-    if not b:
-        return s
-    return f"{a}+{b}, {a}-{b}" if a else f"{b}, -{b}"
-
-
 def _compare(given: str, gt: str, heavy: bool) -> bool | None:
     given, gt = normalize(given), normalize(gt)
     if given == gt:
@@ -310,7 +297,7 @@ def _compare(given: str, gt: str, heavy: bool) -> bool | None:
     if not given or not gt:
         return False
     if ("\\pm" in given) != ("\\pm" in gt):
-        given, gt = _expand_pm(given), _expand_pm(gt)
+        given, gt = forms.expand_pm(given), forms.expand_pm(gt)
     # option letters: `B` is an option, `B = 3` is not
     mt, mg = _mc(gt), _mc(given)
     if mt is None and mg is not None and given.startswith("(") and re.fullmatch(r"[a-j]", gt):
@@ -327,7 +314,11 @@ def _compare(given: str, gt: str, heavy: bool) -> bool | None:
         if mgm is None or mtm is None or [len(r) for r in mgm] != [len(r) for r in mtm]:
             return False
         return _lists_equal([c for r in mgm for c in r], [c for r in mtm for c in r], True, heavy)
-    # inequalities as intervals, so `x > 3` meets `(3, \infty)`
+    # inequalities as intervals, so `x > 3` meets `(3, \infty)`, `x < 1 or x > 3` a union
+    if "\\cup" in gt and "\\cup" not in given:
+        given = forms.or_union(given) or given
+    elif "\\cup" in given and "\\cup" not in gt:
+        gt = forms.or_union(gt) or gt
     ig, it = forms.interval(given), forms.interval(gt)
     if (ig or _bracketed(given) or "\\cup" in given) and (it or _bracketed(gt) or "\\cup" in gt):
         given, gt = ig or given, it or gt
@@ -366,18 +357,30 @@ def _compare(given: str, gt: str, heavy: bool) -> bool | None:
 
 
 def _named_parts(given: str, gt: str, heavy: bool) -> bool | None:
-    """Named parts against bare values (`x = 1, y = -2` vs `(1, -2)`, `AB=4, CD=5` vs `4, 5`,
-    `p=5,q=2;p=7,q=2` vs `(5,2),(7,2)`): None when the rule does not apply (rewards/forms.py)."""
-    if ";" in given + gt:
-        ng, nt = forms.named_groups(given, _split_top), forms.named_groups(gt, _split_top)
-        if ng and nt:
-            return ng[0] == nt[0] and _compare(ng[1], nt[1], heavy)
-        if ng or nt:
-            return _compare(ng[1] if ng else given, nt[1] if nt else gt, heavy)
-    vg, vt = forms.named_values(_split_top(given)), forms.named_values(_split_top(gt))
+    """Named parts against bare values (`x = 1, y = -2` vs `(1, -2)` or `(x, y) = (1, -2)`, `AB=4, CD=5` vs
+    `4, 5`, `p=5,q=2;p=7,q=2` vs `(p, q) = (5,2),(7,2)`): None when the rule does not apply (rewards/forms.py)."""
+    groups = [forms.named_groups(s, _split_top) for s in (given, gt)]
+    if groups[0] and groups[1]:
+        return groups[0][0] == groups[1][0] and _compare(groups[0][1], groups[1][1], heavy)
+    if groups[0] or groups[1]:
+        (names, tuples), other = (groups[0], gt) if groups[0] else (groups[1], given)  # type: ignore[misc]
+        eq = forms.tuple_equation(other)
+        if eq is not None:
+            if eq[0] != names:
+                return False  # `(a, b) = ...` for `p=..., q=...`
+            other = eq[1]
+        elif _equation(other):
+            return False  # one solution, or names in another order, for several
+        return _compare(tuples, other, heavy) if groups[0] else _compare(other, tuples, heavy)
+    vg, vt = (forms.named_values(_split_top(_LIST_WORDS.sub(",", s))) for s in (given, gt))
     if (vg is None) == (vt is None):
         return None
-    (values, alphabetical), other = (vg, gt) if vg is not None else (vt, given)  # type: ignore[misc]
+    (names, values, alphabetical), other = (vg, gt) if vg is not None else (vt, given)  # type: ignore[misc]
+    eq = forms.tuple_equation(other)
+    if eq is not None:
+        if eq[0] != names:
+            return False
+        other, alphabetical = eq[1], True  # the tuple names its order
     bracket = _bracketed(other)
     if bracket is not None and ((bracket[0], bracket[2]) != ("(", ")") or not alphabetical):
         return False  # named values are no interval or set; `y=-2, x=1` against `(1, -2)` is a guess

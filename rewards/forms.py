@@ -7,7 +7,9 @@ purpose: what it does not recognise is left alone (and is then usually rejected)
 - named parts: `AB=4, CD=5` against `4, 5`, `x = 1, y = -2` against `(1, -2)`, `p=5,q=2;p=7,q=2` against
   `(5,2),(7,2)`: the written order of the names gives the order of the bare values; against a tuple the names
   must be in alphabetical order (`(x, y)`), otherwise which order is meant is a guess and the pair is rejected;
-- an inequality in one variable as an interval: `1 < x \\le 2` -> `(1, 2]`.
+- an inequality in one variable as an interval: `1 < x \\le 2` -> `(1, 2]`; inequalities joined by `or`
+  as a union (`x < 1 or x > 3`; never `and`, which is an intersection);
+- `a \\pm b` as the list `a+b, a-b`.
 """
 
 from __future__ import annotations
@@ -61,6 +63,21 @@ def interval(s: str) -> str | None:
         rel, bound = {"<": ">", ">": "<", "\\le": "\\ge", "\\ge": "\\le"}[m.group(2)], m.group(1)
     return {">": f"({bound}, \\infty)", "\\ge": f"[{bound}, \\infty)",
             "<": f"(-\\infty, {bound})", "\\le": f"(-\\infty, {bound}]"}[rel]
+
+
+# ---------------------------------------------------------------- plus-minus
+
+def expand_pm(s: str) -> str:
+    """`a \\pm b` -> `a+b, a-b` (and `x = \\pm 3` -> `3, -3`), so it compares as a list of solutions."""
+    m = re.fullmatch(r"(.*?)\\pm(.*)", s)
+    if not m or "\\pm" in m.group(2) or "," in s:
+        return s
+    a, b = m.group(1).strip(), m.group(2).strip()
+    if "=" in a:
+        a = a.split("=")[-1].strip()
+    if not b:
+        return s
+    return f"{a}+{b}, {a}-{b}" if a else f"{b}, -{b}"
 
 
 # ---------------------------------------------------------------- matrices
@@ -124,35 +141,57 @@ def _natural(name: str) -> tuple:
     return tuple(int(t) if t.isdigit() else t for t in re.findall(r"\d+|\D+", name))
 
 
-def named_values(parts: list[str]) -> tuple[list[str], bool] | None:
-    """(values, alphabetical) of `name = value` parts naming two or more different things (`x = 1, y = -2` ->
-    ([`1`, `-2`], True)); None otherwise. Against a tuple only alphabetical names count (`(x, y)`); a bare list
-    is read in the written order."""
+def named_values(parts: list[str]) -> tuple[list[str], list[str], bool] | None:
+    """(names, values, alphabetical) of `name = value` parts naming two or more different things (`x = 1, y = -2`
+    -> ([`x`, `y`], [`1`, `-2`], True)); None otherwise. Against a tuple only alphabetical names count (`(x, y)`)
+    unless the tuple names them; a bare list is read in the written order."""
     pairs = [named(p) for p in parts]
     if len(pairs) < 2 or any(p is None for p in pairs):
         return None
     names = [p[0] for p in pairs]  # type: ignore[index]
     if len(set(names)) != len(names):
         return None
-    return [p[1] for p in pairs], names == sorted(names, key=_natural)  # type: ignore[index]
+    return names, [p[1] for p in pairs], names == sorted(names, key=_natural)  # type: ignore[index]
+
+
+def tuple_equation(s: str) -> tuple[list[str], str] | None:
+    """`(p, q) = (5, 2), (7, 2)` -> ([`p`, `q`], `(5, 2), (7, 2)`); None unless the left side is a tuple of names."""
+    m = re.fullmatch(r"\(([^()=]+)\)\s*=\s*(.+)", s.strip(), flags=re.S)
+    if not m:
+        return None
+    names = [name_key(n) for n in m.group(1).split(",")]
+    if len(names) < 2 or any(n is None for n in names):
+        return None
+    return names, m.group(2).strip()  # type: ignore[return-value]
+
+
+_GROUP_WORDS = re.compile(r"\s*;\s*|\s+(?:or|and)\s+")
 
 
 def named_groups(s: str, split_top) -> tuple[list[str], str] | None:
-    """`p=5,q=2;p=7,q=2` -> ([`p`, `q`], `(5, 2), (7, 2)`): solutions separated by `;`, each naming the same
-    parts in order."""
-    groups = [g for g in split_top(s, ";") if g]
+    """`p=5,q=2;p=7,q=2` (or `... or ...`) -> ([`p`, `q`], `(5, 2), (7, 2)`): solutions, each naming the same
+    parts in alphabetical order."""
+    groups = [g for g in _GROUP_WORDS.split(s) if g]
     if len(groups) < 2:
         return None
     tuples, names = [], None
     for g in groups:
-        parts = split_top(g, ",")
-        found = named_values(parts)
-        if found is None or not found[1]:
+        found = named_values(split_top(g, ","))
+        if found is None or not found[2]:
             return None
-        values = found[0]
-        these = [named(p)[0] for p in parts]  # type: ignore[index]
-        if names is not None and these != names:
+        if names is not None and found[0] != names:
             return None
-        names = these
-        tuples.append("(" + ", ".join(values) + ")")
+        names = found[0]
+        tuples.append("(" + ", ".join(found[1]) + ")")
     return names or [], ", ".join(tuples)
+
+
+def or_union(s: str) -> str | None:
+    """`x < 1 or x > 3` -> `(-\\infty, 1) \\cup (3, \\infty)`: inequalities joined by `or` as a union."""
+    parts = re.split(r"\s+or\s+", s)
+    if len(parts) < 2:
+        return None
+    intervals = [interval(p) for p in parts]
+    if any(i is None for i in intervals):
+        return None
+    return " \\cup ".join(intervals)  # type: ignore[arg-type]
