@@ -5,7 +5,9 @@ symbolic checks of the soundness suite, on an idle machine and beside one CPU bu
 
 Prints one table row per (load, mode): answers/s over the whole batch, timeouts on normal inputs (target
 0: the bound is CPU time, so a busy machine must not cost rewards), p50/p99 latency of single `grade`
-calls, and the wall time of a batch made only of pathological inputs. Then the same responses graded by
+calls, and the wall time of a batch made only of pathological inputs. Then how long a training step's rewards
+take while another thread grades an evaluation batch (they must not wait for each other's batch). Then the
+same responses graded by
 `--ranks` simulated training processes of one node at once (LOCAL_WORLD_SIZE set, so each sizes its pool to
 its share of this machine's CPUs): total answers/s, timeouts, workers and memory per worker.
 """
@@ -20,6 +22,7 @@ import random
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -95,6 +98,42 @@ def run_mode(mode: str, responses: list[str], gts: list[str], normal: list[bool]
     return {"answers_s": len(res) / wall, "batch_s": wall, "normal_timeouts": sum(r.timed_out for r, n in zip(res, normal) if n),
             "p50": statistics.median(lat), "p99": lat[int(0.99 * len(lat)) - 1], "patho_s": time.perf_counter() - t2,
             "patho_timeouts": sum(r.timed_out for r in pres)}
+
+
+TRAIN = [("(x+1)^2", "x^2+2x+1"), ("\\sqrt{8}", "2\\sqrt{2}"), ("\\frac{\\sqrt2}{2}", "\\frac{1}{\\sqrt2}"), ("2\\pi r", "2r\\pi")] * 4
+
+
+def run_contention(timeout: float) -> dict:
+    """A training step's rewards (16 symbolic checks) graded again and again while another thread grades an
+    evaluation (the suite's checks three times): how long a training batch takes beside it, against alone."""
+    sr, sg = soundness_pairs()
+    tr_r = [f"<think>x</think> <answer>{a}</answer>" for a, _ in TRAIN]
+    tr_g = [g for _, g in TRAIN]
+    grade_batch(tr_r, tr_g, timeout=timeout)
+    alone = []
+    for _ in range(5):
+        t = time.perf_counter()
+        grade_batch(tr_r, tr_g, timeout=timeout)
+        alone.append(time.perf_counter() - t)
+    done, ev = threading.Event(), {}
+
+    def evaluation() -> None:
+        t0 = time.perf_counter()
+        ev["s"] = (grade_batch(sr * 3, sg * 3, timeout=timeout), time.perf_counter() - t0)
+        done.set()
+
+    thread = threading.Thread(target=evaluation)
+    thread.start()
+    time.sleep(0.2)
+    beside = []
+    while not done.is_set():
+        t = time.perf_counter()
+        grade_batch(tr_r, tr_g, timeout=timeout)
+        beside.append(time.perf_counter() - t)
+        time.sleep(0.1)
+    thread.join()
+    return {"eval_n": len(sr) * 3, "eval_s": ev["s"][1], "alone": statistics.median(alone), "n": len(beside),
+            "median": statistics.median(beside) if beside else 0.0, "max": max(beside) if beside else 0.0}
 
 
 def rank_main(rank: int, ranks: int, n: int, timeout: float, mode: str) -> None:
@@ -178,6 +217,10 @@ def main() -> None:
             for b in burners:
                 b.kill()
                 b.wait()
+    c = run_contention(args.timeout)
+    print(f"\ntraining rewards beside an evaluation: {c['n']} training batches of {len(TRAIN)} symbolic checks while "
+          f"a {c['eval_n']}-answer evaluation batch ran ({c['eval_s']:.1f} s) in another thread: median "
+          f"{c['median']:.3f} s, max {c['max']:.3f} s (alone {c['alone']:.3f} s)", flush=True)
     shutdown()
     if args.ranks > 0:
         print(f"\n{args.ranks} simulated ranks (LOCAL_WORLD_SIZE={args.ranks}) on {affinity_cpus()} CPUs, all grading at once:")
