@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup demo test lint bench-rewards bench-cpu bench-async bench-dynamic clean
+.PHONY: setup demo test test-fast lint bench-rewards bench-cpu bench-async bench-dynamic clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,12 @@ demo: setup
 TEST_WORKERS ?= 2
 test: setup
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=15 tests
+
+# The unit tier, for the inner loop of a change (under 2 minutes on 2 cores): no training runs, no vLLM server
+# (tests marked `slow` or `server` are left out; `make test` runs everything and is what CI runs).
+test-fast: setup
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=10 \
+	  -m "not slow and not server" tests
 
 # ruff's linter (rules in pyproject.toml). The code keeps its hand-aligned continuation lines, so `ruff format`
 # is not part of it.
