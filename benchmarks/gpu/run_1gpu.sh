@@ -97,5 +97,25 @@ stage_raw() {
   return "$rc2"
 }
 
+# Peak trainer memory of the 1.5B recipes as written (fp32 master weights, micro-batch 8 x up to 1024 completion
+# tokens, every completion forced to full length), transformers generation in place of the server so the card
+# holds the trainer alone: grpo_1gpu.yaml under single_gpu.yaml and grpo_2gpu.yaml's trainer under zero2.yaml
+# (one process). The 1-GPU server recipe needs this plus its server share (vllm_gpu_memory_utilization).
+run_trainer_memory() {  # NAME ACCELERATE_CONFIG RECIPE
+  local name=$1 config=$2 recipe=$3
+  log "$name: trainer peak memory, $config, $recipe, 2 steps"
+  rm -rf "$RUNS/$name" "$RES/${name}_timing.jsonl"
+  monitor "$RES/${name}_gpumem.csv"
+  BENCH_TIMING_OUT=$RES/${name}_timing.jsonl timeout -k 30 "$LIMIT" accelerate launch --config_file "$config" \
+    --num_processes 1 recipes/grpo.py --config "$recipe" "${COMMON[@]}" --output_dir "$RUNS/$name" \
+    --use_vllm false --generation_kwargs '{"min_new_tokens": 1024}' --benchmarks '[]' --max_steps 2 \
+    --report_to none --save_strategy no 2>&1 | tee "$RES/$name.log"
+  local rc=$?
+  unmonitor
+  return $rc
+}
+stage_memory_1gpu() { run_trainer_memory memory_1gpu accelerate_configs/single_gpu.yaml recipes/qwen2.5-math-1.5b/grpo_1gpu.yaml; }
+stage_memory_2gpu() { run_trainer_memory memory_2gpu accelerate_configs/zero2.yaml recipes/qwen2.5-math-1.5b/grpo_2gpu.yaml; }
+
 (( $# )) || set -- base zero2 colocate colocate_nodetok server server_async raw summary
 run_stages "$@"
