@@ -108,7 +108,7 @@ run_trainer_memory() {  # NAME ACCELERATE_CONFIG RECIPE
   monitor "$RES/${name}_gpumem.csv"
   BENCH_TIMING_OUT=$RES/${name}_timing.jsonl timeout -k 30 "$LIMIT" accelerate launch --config_file "$config" \
     --num_processes 1 recipes/grpo.py --config "$recipe" "${COMMON[@]}" --output_dir "$RUNS/$name" \
-    --use_vllm false --generation_kwargs '{"min_new_tokens": 1024}' --benchmarks synthetic --eval_backend transformers \\
+    --use_vllm false --generation_kwargs '{"min_new_tokens": 1024}' --benchmarks synthetic --eval_backend transformers \
     --eval_max_samples 4 --eval_max_tokens 8 --max_steps 2 \
     --report_to none --save_strategy no 2>&1 | tee "$RES/$name.log"
   local rc=$?
