@@ -11,7 +11,7 @@ accelerate_configs/single_gpu.yaml (fp32 master weights, bf16 compute):
 - `server_sync`: a vLLM server on the same GPU (filesystem weight sync, the logprob check after every sync);
 - `server_async`: the same with `async_rollouts` (the next batch is sampled while this one trains);
 - `colocate`: TRL's colocated vLLM engine in the trainer process;
-- `bf16_weights`: server_sync with `policy_dtype: bfloat16` (no fp32 masters), for contrast.
+- `bf16_weights`: colocate with `policy_dtype: bfloat16` (no fp32 masters), for contrast.
 
 The two server runs share one server, started from the init model while SFT runs and then loaded with the
 SFT weights; each run's first sync pushes its own start weights anyway. Every run evaluates greedy accuracy on
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -39,7 +40,8 @@ MODES = {
     "server_sync": [],
     "server_async": ["--async_rollouts", "true"],
     "colocate": ["--vllm_mode", "colocate", "--vllm_gpu_memory_utilization", "0.25"],
-    "bf16_weights": ["--policy_dtype", "bfloat16"],
+    "bf16_weights": ["--vllm_mode", "colocate", "--vllm_gpu_memory_utilization", "0.25", "--policy_dtype",
+                     "bfloat16"],
 }
 
 
@@ -74,10 +76,16 @@ def prep(args: argparse.Namespace, sft: bool = True) -> None:
             os.path.join(args.out, "sft.log"))
 
 
+def done(args: argparse.Namespace, mode: str) -> bool:
+    return os.path.isfile(os.path.join(args.out, "runs", mode, "bench_done"))
+
+
 def grpo(args: argparse.Namespace, mode: str, server_url: str | None) -> None:
+    """One GRPO run for `--seconds` of training-loop time (time_limit_s stops it cleanly, evaluating last)."""
     out = os.path.join(args.out, "runs", mode)
-    if os.path.isfile(os.path.join(out, "final", "model.safetensors")):
+    if done(args, mode):
         return
+    shutil.rmtree(out, ignore_errors=True)  # a run cut off by an earlier call starts again
     os.makedirs(os.path.dirname(out), exist_ok=True)
     data = os.path.join(args.out, "data")
     cmd = [PY, "-m", "accelerate.commands.launch", "--config_file", os.path.join(REPO, "accelerate_configs/single_gpu.yaml"),
@@ -89,6 +97,7 @@ def grpo(args: argparse.Namespace, mode: str, server_url: str | None) -> None:
            "--eval_steps", str(args.eval_steps), "--eval_max_tokens", "64", "--save_strategy", "no",
            "--report_to", "none", *(["--vllm_server_base_url", server_url] if server_url else []), *MODES[mode]]
     run(cmd, os.path.join(args.out, f"grpo_{mode}.log"))
+    open(os.path.join(out, "bench_done"), "w").close()
 
 
 def server_stage(args: argparse.Namespace) -> None:
@@ -96,8 +105,7 @@ def server_stage(args: argparse.Namespace) -> None:
 
     from math_grpo.vllm_server import ServerProcess, ServerSpec, VLLMServerClient
 
-    todo = [m for m in ("server_sync", "server_async", "bf16_weights")
-            if not os.path.isfile(os.path.join(args.out, "runs", m, "final", "model.safetensors"))]
+    todo = [m for m in ("server_sync", "server_async") if not done(args, m)]
     if not todo:
         return
     os.makedirs(args.out, exist_ok=True)
@@ -182,7 +190,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="results/learning_bench")
     p.add_argument("--stages", default="server,colocate,report")
-    p.add_argument("--seconds", type=float, default=120.0, help="GRPO training-loop wall time per mode")
+    p.add_argument("--seconds", type=float, default=90.0, help="GRPO training-loop wall time per mode")
     p.add_argument("--lr", type=float, default=3e-5, help="GRPO learning rate")
     p.add_argument("--sft_lr", type=float, default=3e-4)
     p.add_argument("--sft_steps", type=int, default=600)
@@ -201,6 +209,7 @@ def main() -> None:
         elif stage == "colocate":
             prep(args)
             grpo(args, "colocate", None)
+            grpo(args, "bf16_weights", None)
         elif stage == "report":
             report(args)
         else:
