@@ -91,6 +91,7 @@ def normalize(s: str) -> str:
     if _THOUSANDS.fullmatch(s):
         s = s.replace(",", "")
     s = forms.thousands_with_words(s)  # `1,200 dollars` -> `1200 dollars`
+    s = forms.outer_group(s)  # `{1,3}` is TeX grouping (it prints `1,3`); `\{1,3\}` is the set
     return _NUMBER_WORDS.get(s.lower(), s)
 
 
@@ -249,8 +250,8 @@ def _equation(s: str) -> tuple[str, str] | None:
 
 def _matrix(s: str) -> list[list[str]] | None:
     m = re.fullmatch(r"\\begin\{pmatrix\}(.*)\\end\{pmatrix\}", s.strip(), flags=re.S)
-    if not m:
-        return None
+    if not m or "\\begin" in m.group(1) or "\\end" in m.group(1):
+        return None  # not one matrix (`A + B`, nested)
     rows = [r for r in re.split(r"\\\\", m.group(1)) if r.strip()]
     return [[c.strip() for c in r.split("&")] for r in rows]
 
@@ -311,7 +312,11 @@ def _compare(given: str, gt: str, heavy: bool) -> bool | None:
     # matrices
     mgm, mtm = _matrix(given), _matrix(gt)
     if mgm is not None or mtm is not None:
-        if mgm is None or mtm is None or [len(r) for r in mgm] != [len(r) for r in mtm]:
+        if (mgm is None or mtm is None) and "pmatrix" in given + gt and not heavy:
+            return None  # `A + B` against a matrix: sympy evaluates it (symbolic.equal)
+        if mgm is None or mtm is None:
+            return symbolic.equal(given, gt) if "pmatrix" in (given if mgm is None else gt) else False
+        if [len(r) for r in mgm] != [len(r) for r in mtm]:
             return False
         return _lists_equal([c for r in mgm for c in r], [c for r in mtm for c in r], True, heavy)
     # inequalities as intervals, so `x > 3` meets `(3, \infty)`, `x < 1 or x > 3` a union

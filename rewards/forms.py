@@ -80,6 +80,19 @@ def expand_pm(s: str) -> str:
     return f"{a}+{b}, {a}-{b}" if a else f"{b}, -{b}"
 
 
+def outer_group(s: str) -> str:
+    """`{1,3}` -> `1,3`: braces around the whole answer only group in TeX (`\\{1,3\\}` is the set)."""
+    if len(s) < 2 or s[0] != "{" or s[-1] != "}":
+        return s
+    depth = 0
+    for i, ch in enumerate(s):
+        depth += ch == "{"
+        depth -= ch == "}"
+        if depth == 0 and i < len(s) - 1:
+            return s  # `{a}{b}`: the first brace closes early
+    return s[1:-1].strip()
+
+
 # ---------------------------------------------------------------- matrices
 
 _ARRAY = re.compile(r"[\[(]\s*\\begin\{(?:array\}\{[lcr| ]*|matrix)\}(.*?)\\end\{(?:array|matrix)\}\s*[\])]", re.S)

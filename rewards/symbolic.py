@@ -80,12 +80,15 @@ def parse(s: str):
         out = mv_parse(f"${s}$", extraction_config=cfg, fallback_mode="no_fallback", parsing_timeout=None)
     except Exception:
         return None
+    if out and isinstance(out[0], sympy.MatrixBase):
+        out = [sympy.ImmutableMatrix(out[0])]  # a Basic, like every other reading
     if not out or not isinstance(out[0], sympy.Basic):
         return None
     v = out[0]
     # math-verify drops what it cannot read (`3ab` -> 3): every letter of the text must survive.
     names = {str(x).lower() for x in v.atoms(sympy.Symbol)}
-    letters = set(re.sub(r"\\[a-zA-Z]+", " ", s).lower()) & set("abcdefghijklmnopqrstuvwxyz")
+    plain = re.sub(r"\\(?:begin|end)\{[a-z*]+\}(?:\{[lcr|]*\})?|\\[a-zA-Z]+", " ", s)  # commands, environments
+    letters = set(plain.lower()) & set("abcdefghijklmnopqrstuvwxyz")
     letters -= {"e", "i", "d"}
     if not letters <= names:
         return None
@@ -277,6 +280,22 @@ def _unevaluated() -> tuple:
     return (sympy.Sum, sympy.Product, sympy.Integral, sympy.Limit)
 
 
+def _as_matrix(v):
+    """An explicit matrix for a matrix or a matrix expression (`A + B`, `AB`, `A^{-1}`); None for anything else."""
+    import sympy
+
+    try:
+        if not isinstance(v, (sympy.MatrixBase, sympy.MatrixExpr)) and not (
+                isinstance(v, sympy.Pow) and isinstance(v.base, (sympy.MatrixBase, sympy.MatrixExpr))):
+            return None
+        m = v.doit()
+        if isinstance(m, sympy.Pow):
+            m = m.base ** m.exp  # evaluates a power of an explicit matrix
+        return sympy.ImmutableMatrix(m) if isinstance(m, sympy.MatrixBase) else None
+    except Exception:
+        return None
+
+
 def _inequality(v):
     """`a < b` -> (b - a, strict): every one-sided inequality as `expr > 0` or `expr >= 0`; else None."""
     import sympy
@@ -311,6 +330,13 @@ def equal(given: str, gt: str) -> bool:
             return False
         if a.has(*_unevaluated()) or b.has(*_unevaluated()):
             return a == b  # a sum or integral sympy cannot close: only the same one
+        ma, mb = _as_matrix(a), _as_matrix(b)
+        if ma is not None or mb is not None:  # `A + B` against its value: entry by entry
+            if ma is None or mb is None or ma.shape != mb.shape:
+                return False
+            dec = has_decimal(given) or has_decimal(gt)
+            return all(_numerically_equal(x, y, REL_TOL if dec else CONFIRM_TOL, 30 if dec else 50, absolute=not dec)
+                       for x, y in zip(ma, mb))
         if has_decimal(given) or has_decimal(gt):
             return _numerically_equal(a, b, REL_TOL, 30, absolute=False)
         if isinstance(a, sympy.Expr) and isinstance(b, sympy.Expr):
