@@ -144,7 +144,7 @@ class BenchmarkEvalCallback(TrainerCallback):
             error = f"{type(exc).__name__}: {exc}" if isinstance(exc, MathGRPOError) else traceback.format_exc(limit=3)
         recovery = getattr(self.trainer.vllm_generation, "recovery", None) if self.backend == "server" else None
         # Lost with the server (or answered partly by a restarted one, holding other weights): not a result.
-        if recovery is not None and (self._restarts() != before or (error is not None and recovery.is_lost())):
+        if recovery is not None and (self._restarts() != before or (error is not None and recovery.is_lost(error))):
             if not retry:
                 self._lost = step  # run again once the server is back with this step's weights (`retry_lost`)
                 return

@@ -80,8 +80,11 @@ class ServerRecovery:
         self.say(f"[server] {self.url} was restarted by the launcher; pushing the full weights again")
         return True
 
-    def is_lost(self) -> bool:
-        """After a failed request: True when the server does not answer /health (or was restarted meanwhile)."""
+    def is_lost(self, error: str = "") -> bool:
+        """After a failed request: True when the server does not answer /health, was restarted meanwhile, or the
+        request lost its connection (a server back already, by another's hand, lost our weights too)."""
+        if "is unreachable" in error:
+            return True
         status, probe = read_status(), VLLMServerClient(self.url, timeout=5.0)  # its own session: any thread
         return status.get("state") in ("restarting", "failed") or not probe.is_healthy(timeout=5.0) \
             or int(status.get("restarts", self.seen_restarts)) != self.seen_restarts
@@ -126,7 +129,7 @@ def recover_all_ranks(recovery: ServerRecovery | None, error: str, broadcast: Ca
 
     verdict = None
     if is_main:
-        if recovery is None or not recovery.is_lost():
+        if recovery is None or not recovery.is_lost(error):
             verdict = ("raise", None)
         else:
             stop = recovery.wait_for_return(error)
