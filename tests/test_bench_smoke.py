@@ -4,9 +4,10 @@ breaks one fails the suite instead of the first person who runs it. The numbers 
 `make bench-rewards` -> benchmarks/grader_bench.py; `make bench-cpu` -> benchmarks/cpu_step_split.py;
 `make bench-async` -> benchmarks/async_step_split.py; `make bench-dynamic` -> benchmarks/dynamic_sampling_bench.py;
 benchmarks/gpu: the timing hook (bench_timing.py through hook/sitecustomize.py) and summarize.py, the parts that
-run without a GPU. recipes/evaluate.py's modes are run by tests/test_benchmarks.py (--dry_run) and
-tests/test_server_eval.py (a running server, the transformers backend). The scripts that need a server use the
-session's shared one (tests/conftest.py), passing its URL, so no test here starts a server of its own.
+run without a GPU; recipes/evaluate.py starting its own server (the README's GPU quickstart), whose other modes
+are run by tests/test_benchmarks.py (--dry_run) and tests/test_server_eval.py (a running server, the
+transformers backend). The benchmarks that need a server use the session's shared one (tests/conftest.py),
+passing its URL; only the evaluate.py test starts one, since that is the mode under test.
 """
 
 from __future__ import annotations
@@ -81,3 +82,23 @@ def test_gpu_timing_hook_and_summary_on_cpu(tmp_path):
     zero2 = summary["modes"]["zero2"]
     assert zero2["steps"] == 2 and zero2["step_wall_s"] > 0 and zero2["split_s"]["generation"] > 0, zero2
     assert (res / "summary.md").read_text(encoding="utf-8").startswith("| | zero2 |")
+
+
+def test_evaluate_starts_its_own_server(tmp_path):
+    """recipes/evaluate.py's mode of the README's GPU quickstart (`--model DIR`, no --server_url: it starts a vLLM
+    server for the checkpoint, evaluates, stops it), on CPU; the other modes are tested in test_server_eval.py."""
+    from conftest import reserve_port
+
+    assets = tiny_assets()
+    port, reservation = reserve_port()
+    try:
+        proc = run([sys.executable, "recipes/evaluate.py", "--model", assets["model"], "--benchmarks", "synthetic",
+                    "--dataset_name", assets["data"], "--eval_max_samples", "4", "--eval_max_tokens", "8",
+                    "--server_port", str(port), "--output_dir", str(tmp_path / "eval")], timeout=600)
+    finally:
+        reservation.close()
+    with open(tmp_path / "eval" / "results.json", encoding="utf-8") as f:
+        report = json.load(f)
+    (label,) = report["results"]
+    assert report["results"][label]["eval/synthetic/num_problems"] == 4, report
+    assert "| checkpoint | synthetic | average |" in proc.stdout
