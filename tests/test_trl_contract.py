@@ -52,8 +52,14 @@ def dotted(node: ast.AST) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=16)
 def find_class(source: str, name: str) -> ast.ClassDef | None:
-    return next((n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ClassDef) and n.name == name), None)
+    return next((n for n in ast.walk(parsed(source)) if isinstance(n, ast.ClassDef) and n.name == name), None)
+
+
+@functools.lru_cache(maxsize=16)
+def parsed(source: str) -> ast.Module:
+    return ast.parse(source)
 
 
 def find_method(cls: ast.ClassDef, name: str) -> ast.FunctionDef | None:
