@@ -36,7 +36,6 @@ _THOUSANDS_TEX = re.compile(r"(?<![\d.,])\d{1,3}(?:(?:,\\!\s*|\{,\}|\\,)\d{3})+(
 _THOUSANDS = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _LEAD_IN = re.compile(
     r"^(?:(?:so|thus|therefore|hence)\s*,?\s*)?(?:the\s+)?(?:final\s+)?answer\s*(?:is\s*:?|:|=)\s*", re.I)
-_MATH_SPAN = re.compile(r"(?<!\\)\$\$?(.+?)(?<!\\)\$\$?|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.S)
 _NUMBER_WORDS = {w: str(i) for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
     "seventeen eighteen nineteen twenty".split())}
@@ -51,19 +50,10 @@ def _unwrap_text(s: str) -> str:
     return s
 
 
-def _math_spans(s: str) -> str:
-    """`The answer is $9$ apples` -> `9`; several spans -> a list (`$12$ and $13$` -> `12, 13`)."""
-    spans = [next(g for g in m.groups() if g is not None).strip() for m in _MATH_SPAN.finditer(s)]
-    outside = _MATH_SPAN.sub("", s).strip(" .,:;")
-    if not spans or (not outside and len(spans) == 1):
-        return s.strip().strip("$")
-    return ", ".join(dict.fromkeys(spans))
-
-
 def normalize(s: str) -> str:
     """A tidy, comparable form of an answer: no markup, spacing, currency, degree signs or outer `$`."""
     s = s.strip().replace("−", "-").replace("–", "-").replace("\n", " ")
-    s = _math_spans(s) if "$" in s.replace("\\$", "") or "\\(" in s or "\\[" in s else s
+    s = forms.math_spans(s) if "$" in s.replace("\\$", "") or "\\(" in s or "\\[" in s else s
     for a, b in (("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("\\cfrac", "\\frac"), ("\\left", ""),
                  ("\\right", ""), ("\\bigl", ""), ("\\bigr", ""), ("bmatrix", "pmatrix"), ("\\leq", "\\le"),
                  ("\\geq", "\\ge"), ("\\leqslant", "\\le"), ("\\geqslant", "\\ge"), ("≤", "\\le "), ("≥", "\\ge "),
@@ -192,8 +182,9 @@ def _value_equal(given: str, gt: str, heavy: bool) -> bool | None:
         return False
     if fg is not None and ft is not None:
         cands = [ft] if gp == tp else [ft * 100 if gp else ft / 100] + ([ft] if not tp else [])  # 50% vs 0.5, 50
-        if "." in g + t:  # a decimal approximates: relative tolerance, never an absolute one
-            return any(abs(fg - c) <= REL_TOL * max(abs(fg), abs(c)) for c in cands)
+        if "." in g + t:  # a decimal approximates: relative tolerance, never an absolute one ...
+            return any(fg == c if fg.denominator == c.denominator == 1  # ... but integers compare exactly
+                       else abs(fg - c) <= REL_TOL * max(abs(fg), abs(c)) for c in cands)
         return fg in cands
     if _WORD.fullmatch(g) and _WORD.fullmatch(t) and re.search(r"[A-Za-z]{3}", g + " " + t):
         return g.lower().replace(" ", "") == t.lower().replace(" ", "")  # words
@@ -205,6 +196,12 @@ def _value_equal(given: str, gt: str, heavy: bool) -> bool | None:
         return False  # decided here, before any worker: inputs whose evaluation may not finish
     if not heavy:
         return None
+    if (fg is None) != (ft is None) and "." in (g if fg is not None else t):
+        other = symbolic.exact_value(t if fg is not None else g)  # `1.0\times10^{30}` vs `10^{30}+1`
+        if other is not None:
+            num = fg if fg is not None else ft
+            return num == other if num.denominator == other.denominator == 1 else (  # type: ignore[union-attr]
+                abs(num - other) <= REL_TOL * max(abs(num), abs(other)))  # type: ignore[operator, arg-type]
     return symbolic.equal(g, t)
 
 

@@ -3,6 +3,7 @@
 Each rule turns one written form into another the structural comparison already handles, and is narrow on
 purpose: what it does not recognise is left alone (and is then usually rejected), never guessed at.
 - prose around a value: `The total is \\$3,450.` -> `3,450`, `1,200 dollars` -> `1200 dollars`;
+- math spans in prose: `The minimum value is $\\frac{1}{2}$.` -> `\\frac{1}{2}`, `$1$ and $2$` -> `1, 2`;
 - matrices written as `\\left(\\begin{array}{cc}...\\end{array}\\right)` or `(\\begin{matrix}...)` -> pmatrix;
 - named parts: `AB=4, CD=5` against `4, 5`, `x = 1, y = -2` against `(1, -2)`, `p=5,q=2;p=7,q=2` against
   `(5,2),(7,2)`: the written order of the names gives the order of the bare values; against a tuple the names
@@ -17,6 +18,19 @@ from __future__ import annotations
 import re
 
 # ---------------------------------------------------------------- prose and numbers with words
+
+_MATH_SPAN = re.compile(r"(?<!\\)\$\$?(.+?)(?<!\\)\$\$?|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.S)
+
+
+def math_spans(s: str) -> str:
+    """`The answer is $9$ apples` -> `9`; several spans -> a list (`$12$ and $13$` -> `12, 13`)."""
+    spans = [next(g for g in m.groups() if g is not None).strip() for m in _MATH_SPAN.finditer(s)]
+    outside = _MATH_SPAN.sub("", s).strip(" .,:;")
+    if not spans or (not outside and len(spans) == 1):
+        return s.strip().strip("$")
+    return ", ".join(dict.fromkeys(spans))
+
+
 
 _NEGATION = re.compile(r"\b(?:not|no|never|cannot|can't|isn't|aren't|nor|except|unless|if|approximately|about|"
                        r"around|roughly|nearly|almost|least|most|than|between|either)\b", re.I)

@@ -350,6 +350,22 @@ def equal(given: str, gt: str) -> bool:
         return False
 
 
+def exact_value(s: str):
+    """The exact value (a Fraction) of an expression that evaluates to a rational number (`2^{100}+1`), else None."""
+    from fractions import Fraction
+
+    if is_risky(s):
+        return None
+    try:
+        v = _canonical(parse(s))
+        if v is None or _undefined(v) or getattr(v, "free_symbols", True):
+            return None
+        v = _exact(_evaluated(v))
+        return Fraction(int(v.p), int(v.q)) if v is not None and v.is_Rational else None
+    except Exception:
+        return None
+
+
 def relation_equal(lhs_a: str, rhs_a: str, lhs_b: str, rhs_b: str) -> bool:
     """`x + y = 0` vs `y = -x`: the same relation when lhs - rhs of one is a nonzero constant times the other's.
 
