@@ -139,6 +139,10 @@ _NUM_SI = re.compile(r"(?P<val>[-+]?[\d.]+" + _SCI + r")\s+(?P<unit>[mgshlLKJNWV
 _BASE = re.compile(r"(?P<digits>[0-9A-Fa-f]+)_\{?(?P<base>\d+)\}?")
 _WORD = re.compile(r"[A-Za-z][A-Za-z\- ']*")
 _CONSTANTS = re.compile(r"\\[a-zA-Z]+|\b(?:pi|sqrt|e|i|log|ln|sin|cos|tan|exp)\b")
+_HEDGE_WORDS = {"if", "or", "and", "not", "is", "are", "when", "unless", "approx", "approximately", "about", "around",
+                "roughly", "nearly", "almost", "plus", "minus", "maybe", "possibly", "probably", "than", "less", "more",
+                "least", "most", "otherwise", "else", "but", "except", "only", "either", "neither", "nor", "up", "to",
+                "over", "under", "above", "below", "between", "with", "without", "times", "each"}
 _NOT_UNITS = {"pi", "and", "or", "mod", "pmod", "sqrt", "log", "ln", "sin", "cos", "tan", "exp", "times", "cdot"}
 
 
@@ -147,6 +151,8 @@ def _unit_split(s: str) -> tuple[str, str | None]:
     m = _NUM_UNIT.fullmatch(s) or _NUM_SI.fullmatch(s)
     if not m or m.group("unit").split()[0].lower() in _NOT_UNITS:
         return s, None
+    if _HEDGE_WORDS & set(re.split(r"[\s\-/]+", m.group("unit").lower())):
+        return s, None  # `3 if n is even`, `3450 plus tax`, `3 approx`: words that change the number
     unit = m.group("unit").lower().replace(" ", "").replace("-", "")
     return m.group("val"), unit[:-1] if unit.endswith("s") and len(unit) > 3 else unit
 
