@@ -185,3 +185,17 @@ def test_evaluation_and_training_batches_do_not_wait_for_each_other():
     assert quick == [True, True]
     assert all(r == TIMEOUT for r in out["eval"][0])
     assert quick_s < out["eval"][1]  # served while the long batch still ran
+
+
+def test_workers_start_as_checks_wait():
+    """A pool sized 4 that gets one check starts one worker, not four (8 ranks x a big node's cores would)."""
+    from rewards.pool import WorkerPool
+
+    pool = WorkerPool(processes=4)
+    try:
+        assert pool._workers == []  # nothing before the first check
+        assert pool.run([("accurate", "\\sqrt{8}", ["2\\sqrt{2}"])], BOUND) == [True]
+        assert len(pool._workers) == 1
+        assert pool.memory() and all(m["rss"] > 0 for m in pool.memory())
+    finally:
+        pool.close()
