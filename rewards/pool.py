@@ -331,8 +331,8 @@ class WorkerPool:
                 if now - w.started >= START_LIMIT:
                     starting.pop(conn)
                     replace(w)
-        for w in busy.values():
-            w.req.finish(w.item, (ERROR, "the grading pool is shut down"))
+        for req, i in [(w.req, w.item) for w in busy.values()] + retry:
+            req.finish(i, (ERROR, "the grading pool is shut down"))
 
     def memory(self) -> list[dict[str, int]]:
         """RSS and PSS (bytes) of each live worker: PSS shares the forkserver's copy-on-write pages out."""
