@@ -58,7 +58,7 @@ def normalize(s: str) -> str:
                  ("\\right", ""), ("\\bigl", ""), ("\\bigr", ""), ("bmatrix", "pmatrix"), ("\\leq", "\\le"),
                  ("\\geq", "\\ge"), ("\\leqslant", "\\le"), ("\\geqslant", "\\ge"), ("≤", "\\le "), ("≥", "\\ge "),
                  ("\\lt", "<"), ("\\gt", ">"), ("<=", "\\le "), (">=", "\\ge "), ("\\dots", "\\ldots"),
-                 ("\\neq", "\\ne"), ("!=", "\\ne "), ("\\textnormal", "\\text")):
+                 ("\\neq", "\\ne"), ("!=", "\\ne "), ("\\approx", "="), ("\\textnormal", "\\text")):
         s = s.replace(a, b)
     s = _THOUSANDS_TEX.sub(lambda m: re.sub(r",\\!\s*|\{,\}|\\,", "", m.group(0)), s)
     s = forms.matrices(s)
