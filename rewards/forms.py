@@ -22,14 +22,29 @@ import re
 _MATH_SPAN = re.compile(r"(?<!\\)\$\$?(.+?)(?<!\\)\$\$?|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.S)
 
 
+_QUALIFIER = re.compile(r"\bfor\s+(?:all|every|any|each)\s*$", re.I)  # `for all $x$`: not part of the answer
+_SUBJECT = re.compile(r"\s*(?:is|equals|was|must be|will be)\s*", re.I)  # `$n$ is $34$`: n names the answer
+
+
 def math_spans(s: str) -> str:
-    """`The answer is $9$ apples` -> `9`; several spans -> a list (`$12$ and $13$` -> `12, 13`)."""
-    spans = [next(g for g in m.groups() if g is not None).strip() for m in _MATH_SPAN.finditer(s)]
+    """`The answer is $9$ apples` -> `9`; several spans -> a list (`$12$ and $13$` -> `12, 13`).
+
+    Spans that are no part of the answer are dropped: a qualifier after `for all` (`$f(x)=x$ for all $x$`)
+    and a one-letter subject before `is` (`The largest $n$ is $34$`)."""
+    found = list(_MATH_SPAN.finditer(s))
+    spans = []
+    for k, m in enumerate(found):
+        text = next(g for g in m.groups() if g is not None).strip()
+        before = s[found[k - 1].end() if k else 0:m.start()]
+        after = s[m.end():found[k + 1].start() if k + 1 < len(found) else len(s)]
+        subject = k + 1 < len(found) and re.fullmatch(r"[A-Za-z]", text) and _SUBJECT.fullmatch(after)
+        if len(found) > 1 and (_QUALIFIER.search(before) or subject):
+            continue
+        spans.append(text)
     outside = _MATH_SPAN.sub("", s).strip(" .,:;")
-    if not spans or (not outside and len(spans) == 1):
+    if not spans or (not outside and len(found) == 1):
         return s.strip().strip("$")
     return ", ".join(dict.fromkeys(spans))
-
 
 
 _NEGATION = re.compile(r"\b(?:not|no|never|cannot|can't|isn't|aren't|nor|except|unless|if|approximately|about|"
