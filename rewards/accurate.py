@@ -78,7 +78,7 @@ def normalize(s: str) -> str:
     s = re.sub(r"\s+", " ", s).strip()
     s = forms.strip_prose(s)  # `The total is 3,450` -> `3,450`
     s = re.sub(r"(?<=[\w}])\s*:\s*(?=[\w\\])", ":", s)  # ratios: `11 : 21` -> `11:21`
-    if _THOUSANDS.fullmatch(s):
+    if _THOUSANDS.fullmatch(s) and not s.lstrip("+-").startswith("0,"):  # `0,111` is no thousands
         s = s.replace(",", "")
     s = forms.thousands_with_words(s)  # `1,200 dollars` -> `1200 dollars`
     s = forms.outer_group(s)  # `{1,3}` is TeX grouping (it prints `1,3`); `\{1,3\}` is the set
@@ -302,6 +302,7 @@ def _compare(given: str, gt: str, heavy: bool) -> bool | None:
         return False
     if ("\\pm" in given) != ("\\pm" in gt):
         given, gt = forms.expand_pm(given), forms.expand_pm(gt)
+    given, gt = forms.decimal_comma(given, gt), forms.decimal_comma(gt, given)
     # option letters: `B` is an option, `B = 3` is not
     mt, mg = _mc(gt), _mc(given)
     if mt is None and mg is not None and given.startswith("(") and re.fullmatch(r"[a-j]", gt):

@@ -65,6 +65,18 @@ def strip_prose(s: str) -> str:
     return m.group(2).strip()
 
 
+_DECIMAL_COMMA = re.compile(r"-?(?:0,\d+|\d+,(?:\d{1,2}|\d{4,}))")  # never d,ddd (thousands)
+_POINT_DECIMAL = re.compile(r"-?\d*\.\d+")
+
+
+def decimal_comma(s: str, other: str) -> str:
+    """`1,22` -> `1.22` when the other side is a number with a decimal point (a European decimal comma); `1,222`
+    stays thousands and `1, 22` (a space) stays a list."""
+    if _DECIMAL_COMMA.fullmatch(s) and _POINT_DECIMAL.fullmatch(other):
+        return s.replace(",", ".")
+    return s
+
+
 def thousands_with_words(s: str) -> str:
     """`1,200 dollars` -> `1200 dollars` (a bare `1,200` is handled by accurate.normalize)."""
     m = _THOUSANDS_WORDS.fullmatch(s)
