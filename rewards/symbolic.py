@@ -47,7 +47,10 @@ def has_decimal(s: str) -> bool:
 def case_clash(a: str, b: str) -> bool:
     """`y` vs `Y`: math-verify lowercases symbols; we treat a case-only difference as different letters."""
     la, lb = set(_LETTERS.findall(a)), set(_LETTERS.findall(b))
-    return la != lb and {x.lower() for x in la} == {x.lower() for x in lb}
+    for x, y in ((la, lb), (la - {"e", "i"}, lb - {"e", "i"})):  # also with the constants e and i aside
+        if x != y and {c.lower() for c in x} == {c.lower() for c in y}:
+            return True
+    return False
 
 
 _PLAIN_EXPR = re.compile(r"[0-9a-zA-Z+\-*/^(). ]+")
