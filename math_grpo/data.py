@@ -443,9 +443,8 @@ def drop_long_prompts(dataset: Dataset, tokenizer: Any, max_tokens: int, verbose
 
 def load_training_set(script_args: Any, with_completion: bool = False, verbose: bool = True) -> Dataset:
     """The recipes' training data: load, clean and format per the script arguments (one place for both)."""
-    dataset, _ = load_problems(
-        script_args.dataset_name, split=script_args.dataset_train_split, config=script_args.dataset_config,
-        bad_rows=script_args.bad_rows, max_problem_chars=script_args.max_problem_chars,
-        limit=script_args.max_train_samples, verbose=verbose,
-    )
+    dataset, _ = load_problems(script_args.dataset_name, split=script_args.dataset_train_split,
+                               config=script_args.dataset_config, bad_rows=script_args.bad_rows,
+                               max_problem_chars=script_args.max_problem_chars,
+                               limit=script_args.max_train_samples, verbose=verbose)
     return format_prompts(dataset, script_args.prompt_template, with_completion=with_completion)

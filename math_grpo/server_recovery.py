@@ -14,7 +14,7 @@ JSON file named by the environment variable `MATH_GRPO_SERVER_STATUS`: its resta
 did not see fail a request still forces a full weight push before the next rollout), how long a restart may take,
 and `failed` once it gave up (the trainer then stops at once with the clear error of a lost server).
 
-Nothing here imports TRL: the hooks are in `math_grpo.trl_adapter`.
+Nothing here imports TRL: the hooks are in `math_grpo.server_generation`.
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def recover_all_ranks(recovery: ServerRecovery | None, error: str, broadcast: Ca
 
 
 def rollouts_on_main(vg: Any, all_prompts: list, all_next: list, num_generations: int, profiler: Any) -> tuple:
-    """Rank 0's part of a server-mode generation round of `vg` (trl_adapter's ServerVLLMGeneration): the batch
+    """Rank 0's part of a server-mode generation round of `vg` (server_generation's ServerVLLMGeneration): the batch
     (prefetched with async_rollouts, else sampled now), the next batch's request posted (async_rollouts).
     Returns (output, metrics, error, resync); resync: the launcher restarted the server unseen, so the full
     weights go first."""

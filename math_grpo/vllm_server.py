@@ -3,7 +3,7 @@
 TRL's `VLLMClient` posts without a timeout and retries for about a minute, so a dead or wedged server
 shows up as a hang. Everything here is bounded, and every failure names the URL (or the log file) at fault.
 Which server a recipe needs is `math_grpo.launch_plan`'s job; TRL's own client is wrapped in
-`math_grpo.trl_adapter`.
+`math_grpo.server_generation`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 adapter needs it, so a TRL upgrade that drops or bypasses a hook fails here, naming the hook, instead of an
 override silently never running.
 
-`HOOKS` has one row per name (math_grpo/trl_adapter.py's docstring lists the same names and points here). The
+`HOOKS` has one row per name (math_grpo/trl_adapter.py's docstring lists the same names and points here;
+math_grpo/server_generation.py's lists the ones it uses). The
 checker reads TRL's source (not a mock of it): `hook_problems(hook, sources)` parses the classes a hook lives in
 and checks its requirements (defined, called by the method that must call it, read/written where TRL keeps it).
 `test_simulated_trl_change_names_the_hook` feeds it TRL's own files with one change each. The runtime test trains
@@ -176,7 +177,8 @@ HOOKS: tuple[Hook, ...] = (
     Hook("_last_loaded_step", *G, "read and set: `force_sync` (TRL then skips its own sync for the step)",
          (written_in("__init__", "self._last_loaded_step"), read_in("_generate_single_turn", "self._last_loaded_step"),
           written_in("_generate_single_turn", "self._last_loaded_step")), defined=False),
-    Hook("VLLMGeneration", *G, "swapped (module global) for ServerVLLMGeneration while TRL's constructor runs",
+    Hook("VLLMGeneration", *G, "swapped (module global) for server_generation.ServerVLLMGeneration while TRL's "
+         "constructor runs",
          (called_by("__init__", "VLLMGeneration"),), defined=False),
     Hook("generate", *G, "overridden in ServerVLLMGeneration: async rollouts, bounded errors",
          (called_by("_generate_single_turn", "self.vllm_generation.generate"),), defined=False),
@@ -325,6 +327,23 @@ def test_adapter_docstring_lists_each_private_hook_with_its_test():
             assert f"`{hook.name}`" in doc, f"math_grpo/trl_adapter.py's docstring does not list `{hook.name}`"
 
 
+def test_each_module_lists_the_private_hooks_it_uses():
+    """The TRL coupling is split over math_grpo/trl_adapter.py and math_grpo/server_generation.py: each module of
+    math_grpo/ that uses a guarded private name lists it in its own docstring, with the test guarding it."""
+    guarded = {h.name for h in HOOKS if h.name.startswith("_") and h.adapter}
+    folder = os.path.join(REPO, "math_grpo")
+    paths = [os.path.join(folder, f) for f in sorted(os.listdir(folder)) if f.endswith(".py")]
+    used = _used_private_names(paths)
+    for name, files in sorted(used.items()):
+        if name not in guarded:
+            continue
+        for rel in sorted(files):
+            with open(os.path.join(REPO, rel), encoding="utf-8") as f:
+                doc = ast.get_docstring(ast.parse(f.read())) or ""
+            assert f"`{name}`" in doc and "tests/test_trl_contract.py" in doc, \
+                f"{rel} uses TRL's `{name}` but its docstring does not list it with tests/test_trl_contract.py"
+
+
 # -- at run time: TRL's loop calls every override ------------------------------------------------------------------
 def test_trl_training_loop_runs_every_override(tmp_path):
     """Two real training steps (TRL's loop, the tiny model, a stand-in vLLM engine): each hook ran as expected."""
@@ -408,7 +427,7 @@ class _Silent:
 def test_trl_client_requests_are_bounded_through_its_session():
     """TRL's own `generate` (no timeout of its own) ends within the adapter's timeout, naming the server."""
     from math_grpo.errors import ServerError
-    from math_grpo.trl_adapter import BoundedVLLMClient
+    from math_grpo.server_generation import BoundedVLLMClient
 
     server = _Silent()
     try:
