@@ -1,8 +1,8 @@
 """Checks of a launch: the recipe plus how it is about to run (GPU sets, accelerate config, port, the server's
 context), before the launcher starts the server. Each problem is one line naming the option and the fix.
 
-Used by `python -m math_grpo.launch` (and its `--check` mode) and by the Slurm script through
-`python -m math_grpo.launch_plan check`.
+Used by `python -m math_grpo.launch` in every role (and its `--check` mode, which the Slurm script runs before
+it starts anything). The recipe's own checks are `math_grpo.recipe_checks`, run from here.
 """
 
 from __future__ import annotations
@@ -68,8 +68,11 @@ def validate_launch(script_args: GRPOScriptArguments, training_args: Any, model_
                     trainer_gpus: Sequence[int] = (), port: int | None = None, host: str = "127.0.0.1",
                     accelerate_config: str | None = None, num_processes: int | None = None,
                     num_machines: int | None = None, max_model_len: int | None = None,
-                    check_port: bool = True, visible_gpus: int | None = None) -> int:
-    """The recipe checks plus the launch set-up; returns the training world size. Raises `ConfigError`."""
+                    check_port: bool = True, visible_gpus: int | None = None, role: str = "both") -> int:
+    """The recipe checks plus the launch set-up; returns the training world size. Raises `ConfigError`.
+
+    `role`: "both" (server and training on this machine), "server" or "trainer" (the other one runs elsewhere,
+    so how this machine's GPUs are shared between them is not checked)."""
     problems: list[str] = []
     cfg = load_accelerate_config(accelerate_config) if accelerate_config else None
     cfg_cpu = bool(cfg is not None and getattr(cfg, "use_cpu", False))
@@ -85,6 +88,7 @@ def validate_launch(script_args: GRPOScriptArguments, training_args: Any, model_
         world_size = 1
 
     server_mode = uses_server(training_args)
+    shared = machines == 1 and role == "both"  # server and trainers share this machine's GPUs
     if server_mode and script_args.weight_sync_backend == "nccl":
         overlap = sorted(set(server_gpus) & set(trainer_gpus))
         if overlap:
@@ -93,7 +97,7 @@ def validate_launch(script_args: GRPOScriptArguments, training_args: Any, model_
                 f"{','.join(map(str, trainer_gpus))} share GPU {','.join(map(str, overlap))} but weight_sync_backend "
                 f"is nccl, and NCCL refuses two ranks on one GPU (the run would hang at the first sync): give them "
                 f"disjoint GPUs or set --weight_sync_backend filesystem")
-        elif not server_gpus and machines == 1 and cuda_available():  # without CUDA the recipe check says it
+        elif not server_gpus and shared and cuda_available():  # without CUDA the recipe check says it
             problems.append("weight_sync_backend: nccl needs the server on a GPU (--server-gpus ID); for the CPU "
                             "build of vLLM set --weight_sync_backend filesystem")
     dist = getattr(getattr(cfg, "distributed_type", None), "value", getattr(cfg, "distributed_type", None))
@@ -105,7 +109,7 @@ def validate_launch(script_args: GRPOScriptArguments, training_args: Any, model_
     if cfg_cpu and trainer_gpus:
         problems.append(f"--accelerate-config {accelerate_config} trains on CPU (use_cpu: true) but --trainer-gpus "
                         f"{','.join(map(str, trainer_gpus))} was given; pick a GPU accelerate config or drop the GPUs")
-    if machines == 1 and trainer_gpus and not cfg_cpu and world_size != len(trainer_gpus):
+    if machines == 1 and role != "server" and trainer_gpus and not cfg_cpu and world_size != len(trainer_gpus):
         problems.append(
             f"accelerate num_processes ({world_size}) != number of trainer GPUs ({len(trainer_gpus)}: "
             f"{','.join(map(str, trainer_gpus))}); pass --num_processes {len(trainer_gpus)} to accelerate launch "
@@ -118,12 +122,13 @@ def validate_launch(script_args: GRPOScriptArguments, training_args: Any, model_
             problems.append(f"GPU ids {','.join(map(str, wanted))} but only {visible_gpus} GPU(s) are visible "
                             f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); use ids "
                             f"0..{visible_gpus - 1}")
-        if not trainer_gpus and visible_gpus and cfg is not None and world_size > visible_gpus - len(server_gpus):
+        if shared and not trainer_gpus and visible_gpus and cfg is not None and \
+                world_size > visible_gpus - len(server_gpus):
             free = visible_gpus - len(server_gpus)
             problems.append(f"accelerate num_processes ({world_size}) > GPUs left for training ({free} of "
                             f"{visible_gpus} visible, {len(server_gpus)} for the server); lower --num_processes")
-        if cfg is not None and not cfg_cpu and not visible_gpus and (trainer_gpus or world_size > 1) \
-                and not training_args.use_cpu:
+        if role != "server" and cfg is not None and not cfg_cpu and not visible_gpus and \
+                (trainer_gpus or world_size > 1) and not training_args.use_cpu:
             problems.append(f"--accelerate-config {accelerate_config} expects GPUs but none is visible here; "
                             f"use accelerate_configs/cpu.yaml or cpu_ddp.yaml on CPU")
 

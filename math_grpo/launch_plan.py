@@ -1,26 +1,15 @@
 """What a GRPO launch needs, worked out from its recipe: parse it once, then plan the server and the run dir.
 
 `parse_recipe_for_launch` parses a recipe outside `accelerate launch` (so TRL cannot judge the batch sizes for
-one process); `plan_launch` turns the parsed recipe into a `LaunchPlan`: the run dir, whether a vLLM server
-is needed, and the `ServerSpec` to start it with. `python -m math_grpo.launch` uses both in-process.
-
-The Slurm script (launch/slurm/grpo.sbatch), which starts server and trainers on different nodes, uses the
-same code through a small CLI:
-
-    python -m math_grpo.launch_plan plan --config RECIPE.yaml [--host H] [--port P] [--gpus 0,1] [-- overrides]
-    python -m math_grpo.launch_plan check --config RECIPE.yaml [--num-processes N] [--num-machines M] ...
-    python -m math_grpo.launch_plan wait --url URL --timeout 600 [--pid PID] [--log server.log]
-
-`plan` prints shell assignments (USE_SERVER, RUN_DIR, SERVER_URL, SERVER_MODEL, SERVER_CMD as an array);
-`check` exits 0 with a one-line summary or 2 with `error: <one line>`.
+one process: `recipe_checks.generation_sizes` asks TRL's own `GRPOConfig` for the real world size later);
+`plan_launch` turns the parsed recipe into a `LaunchPlan`: the run dir, whether a vLLM server is needed, and the
+`ServerSpec` to start it with. `python -m math_grpo.launch` (every launch, the Slurm script's roles included)
+uses both in-process; this module has no command line of its own.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import shlex
-import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,11 +18,11 @@ from typing import Any
 import yaml
 from trl import GRPOConfig, ModelConfig
 
-from math_grpo.cli import parse_recipe, run_cli
+from math_grpo.cli import parse_recipe
 from math_grpo.configs import DEFAULT_SFT_CHECKPOINT, GRPOScriptArguments, resolve_run_dir, uses_server
 from math_grpo.errors import ConfigError, MathGRPOError
-from math_grpo.launch_checks import parse_gpu_ids, validate_launch, visible_gpu_count
-from math_grpo.vllm_server import DEFAULT_HOST, DEFAULT_PORT, ServerSpec, VLLMServerClient, max_model_len_for
+from math_grpo.launch_checks import visible_gpu_count
+from math_grpo.vllm_server import DEFAULT_HOST, DEFAULT_PORT, ServerSpec, max_model_len_for
 
 _BATCH_KEYS = ("generation_batch_size", "steps_per_generation")
 
@@ -137,11 +126,14 @@ class LaunchPlan:
 
 
 def plan_launch(script_args: GRPOScriptArguments, training_args: Any, model_args: Any, host: str = DEFAULT_HOST,
-                port: int | None = None, gpus: str | None = None, kv_cache_bytes: int | None = None) -> LaunchPlan:
-    """The run dir and the server a parsed GRPO recipe needs (`gpus` None: the CPU build of vLLM)."""
+                port: int | None = None, gpus: str | None = None, kv_cache_bytes: int | None = None,
+                tensor_parallel: int | None = None, max_model_len: int | None = None,
+                extra_args: Sequence[str] = ()) -> LaunchPlan:
+    """The run dir and the server a parsed GRPO recipe needs (`gpus` None: the CPU build of vLLM;
+    `tensor_parallel` None: one shard per GPU; `extra_args`: more `vllm serve` arguments, e.g. data parallel)."""
     run_dir = os.path.abspath(resolve_run_dir(script_args, training_args))
     model = model_args.model_name_or_path
-    max_len = training_args.vllm_max_model_length or max_model_len_for(
+    max_len = max_model_len or training_args.vllm_max_model_length or max_model_len_for(
         model, training_args.max_completion_length, script_args.eval_max_tokens, script_args.benchmarks,
         prompt_budget=script_args.max_prompt_length)
     # float32 on CPU: the server then matches the float32 trainer to about 1e-6 (the sync check's floor).
@@ -149,7 +141,8 @@ def plan_launch(script_args: GRPOScriptArguments, training_args: Any, model_args
     spec = ServerSpec(model=model, host=host, port=port or training_args.vllm_server_port or DEFAULT_PORT,
                       dtype=dtype, max_model_len=max_len, gpus=gpus,
                       gpu_memory_utilization=training_args.vllm_gpu_memory_utilization,
-                      kv_cache_bytes=kv_cache_bytes, weight_transfer=script_args.weight_sync_backend == "nccl")
+                      kv_cache_bytes=kv_cache_bytes, weight_transfer=script_args.weight_sync_backend == "nccl",
+                      tensor_parallel=tensor_parallel, extra_args=list(extra_args))
     return LaunchPlan(run_dir=run_dir, use_server=uses_server(training_args), spec=spec,
                       health_timeout=max(float(training_args.vllm_server_timeout or 0), 60.0))
 
@@ -159,75 +152,3 @@ def check_summary(recipe: str, world: int, script_args: GRPOScriptArguments, tra
     mode = f"vllm {training_args.vllm_mode}" if training_args.use_vllm else "transformers generation"
     return (f"config ok: {recipe}: {world} training process(es), {mode}, "
             f"weight_sync_backend={script_args.weight_sync_backend}, model={model_args.model_name_or_path}")
-
-
-# ---------------------------------------------------------------------------------------------------------
-# CLI for the Slurm script
-# ---------------------------------------------------------------------------------------------------------
-
-
-def _cmd_plan(args: argparse.Namespace, overrides: list[str]) -> None:
-    plan = plan_launch(*parse_recipe_for_launch(args.config, overrides), host=args.host, port=args.port,
-                       gpus=args.gpus or None, kv_cache_bytes=args.kv_cache_bytes)
-    spec = plan.spec
-    if spec.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"[plan] the vLLM server will listen on {spec.host}:{spec.port}, not loopback only: its weight-update "
-              "endpoints are open to whoever reaches that address", file=sys.stderr, flush=True)
-    print(f"USE_SERVER={int(plan.use_server)}")
-    print(f"RUN_DIR={shlex.quote(plan.run_dir)}")
-    print(f"SERVER_URL={shlex.quote(spec.url)}")
-    print(f"SERVER_PORT={spec.port}")
-    print(f"SERVER_MODEL={shlex.quote(spec.model)}")
-    print(f"SERVER_HEALTH_TIMEOUT={int(plan.health_timeout)}")
-    print(f"SERVER_CMD=({' '.join(shlex.quote(c) for c in spec.command())})")
-
-
-def _cmd_check(args: argparse.Namespace, overrides: list[str]) -> None:
-    parsed = parse_recipe_for_launch(args.config, overrides)
-    world = validate_launch(
-        *parsed, server_gpus=parse_gpu_ids(args.server_gpus, "--server-gpus"),
-        trainer_gpus=parse_gpu_ids(args.trainer_gpus, "--trainer-gpus"), port=args.port, host=args.host,
-        accelerate_config=args.accelerate_config, num_processes=args.num_processes, num_machines=args.num_machines,
-        max_model_len=args.max_model_len, check_port=not (args.no_port_check or args.server_running))
-    print(check_summary(args.config, world, *parsed), flush=True)
-
-
-def _cmd_wait(args: argparse.Namespace, overrides: list[str]) -> None:
-    waited = VLLMServerClient(args.url).wait_until_healthy(args.timeout, pid=args.pid, log_path=args.log)
-    print(f"[server] {args.url} healthy after {waited:.0f} s", flush=True)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m math_grpo.launch_plan", description=__doc__.splitlines()[0],
-                                     allow_abbrev=False)
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    plan = sub.add_parser("plan", help="print shell assignments: the run dir and the server a recipe needs")
-    check = sub.add_parser("check", help="check a recipe and its launch set-up (exit 2 on a problem)")
-    for p in (plan, check):
-        p.add_argument("--config", required=True, help="the GRPO recipe YAML")
-        p.add_argument("--host", default=DEFAULT_HOST)
-        p.add_argument("--port", type=int, default=None)
-    plan.add_argument("--gpus", default="", help="server GPU ids (empty: the CPU build)")
-    plan.add_argument("--kv-cache-bytes", type=int, default=None)
-    check.add_argument("--server-gpus", default="", help="CUDA ids of the vLLM server ('' = CPU build)")
-    check.add_argument("--trainer-gpus", default="", help="CUDA ids of the training processes ('' = CPU)")
-    check.add_argument("--accelerate-config", default=None, help="the accelerate config file of the launch")
-    check.add_argument("--num-processes", type=int, default=None, help="accelerate --num_processes (total)")
-    check.add_argument("--num-machines", type=int, default=None, help="accelerate --num_machines")
-    check.add_argument("--max-model-len", type=int, default=None, help="the server's --max-model-len")
-    check.add_argument("--no-port-check", action="store_true", help="skip the free-port check")
-    check.add_argument("--server-running", action="store_true", help="the server is up (implies --no-port-check)")
-    wait = sub.add_parser("wait", help="wait for the server's /health")
-    wait.add_argument("--url", required=True)
-    wait.add_argument("--timeout", type=float, default=600.0)
-    wait.add_argument("--pid", type=int, default=None, help="fail early when this process (the server) exits")
-    wait.add_argument("--log", default=None, help="the server log, quoted on failure")
-    args, overrides = parser.parse_known_args(argv)
-    overrides = [o for o in overrides if o != "--"]
-    if args.cmd == "wait" and overrides:
-        parser.error(f"unrecognized arguments: {' '.join(overrides)}")
-    {"plan": _cmd_plan, "check": _cmd_check, "wait": _cmd_wait}[args.cmd](args, overrides)
-
-
-if __name__ == "__main__":
-    run_cli(main)

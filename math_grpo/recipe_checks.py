@@ -7,14 +7,17 @@ benchmark path that does not exist. Each check names the fields at fault and the
 
 A single field's own rules (allowed values, positive counts) are checked where the field is declared, in
 `math_grpo.configs`; the launch itself (GPU sets, port, accelerate config) in `math_grpo.launch_checks`.
+The batch sizes are TRL's own: `generation_sizes` runs `GRPOConfig`'s post-init for the launch's world size.
 `validate_grpo_config` runs in `recipes/grpo.py` on every rank and in the launcher before it starts anything.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -99,24 +102,21 @@ def _check_benchmarks(entries: Sequence[str], dataset_name: str | None, problems
 
 
 def generation_sizes(training_args: Any, world_size: int) -> tuple[int | None, int | None]:
-    """(generation_batch_size, steps_per_generation) as TRL 1.16's `GRPOConfig.__post_init__` derives them
-    for `world_size` training processes; (None, None) if they cannot both be given.
+    """(generation_batch_size, steps_per_generation) for `world_size` training processes, as TRL's own
+    `GRPOConfig.__post_init__` derives them (not a copy of its formulas: `_trl_config_at` runs it).
 
-    A field left `None` is derived; after TRL's own post-init both are set, for the world size it saw at
-    parse time: if that differs from `world_size`, `steps_per_generation` (TRL's default path, from
-    `gradient_accumulation_steps`) is taken as the intent and the batch re-derived.
+    A config TRL already derived for this world size is read as it is. Otherwise the user's own fields go in (a
+    field left `None` is derived); when both are set by TRL's post-init for another world size (a recipe parsed
+    outside the launch), `steps_per_generation` (TRL's default path, from `gradient_accumulation_steps`) is
+    taken as the intent and the batch derived again. A size TRL cannot derive comes back `None`.
     """
-    per_device = int(training_args.per_device_train_batch_size)
     gen, spg = training_args.generation_batch_size, training_args.steps_per_generation
     if gen is not None and spg is not None:
-        parsed_world = _parsed_world_size(training_args)
-        if parsed_world == world_size or gen != per_device * parsed_world * spg:
+        if _parsed_world_size(training_args) == world_size:
             return int(gen), int(spg)
         gen = None
-    if gen is None:
-        spg = int(spg if spg is not None else training_args.gradient_accumulation_steps)
-        return per_device * world_size * spg, spg
-    return int(gen), int(gen) // (per_device * world_size) if per_device * world_size else None
+    derived = _trl_config_at(world_size, training_args, gen, spg)
+    return derived.generation_batch_size, derived.steps_per_generation
 
 
 def _parsed_world_size(training_args: Any) -> int:
@@ -124,6 +124,31 @@ def _parsed_world_size(training_args: Any) -> int:
         return int(training_args.world_size)
     except Exception:
         return 1
+
+
+@functools.lru_cache(maxsize=64)
+def _trl_config_class(world_size: int) -> type:
+    """`GRPOConfig` as it would be built in a launch of `world_size` processes; TRL's checks of the batch it
+    derives are left to `_check_batches` (one line naming the fix), so its ValueError is kept, not raised."""
+    from trl import GRPOConfig
+
+    def post_init(self: Any) -> None:
+        try:
+            GRPOConfig.__post_init__(self)
+        except ValueError as exc:
+            self.trl_error = str(exc)
+
+    return type(f"GRPOConfigAt{world_size}", (GRPOConfig,),
+                {"world_size": property(lambda self: world_size), "__post_init__": post_init, "trl_error": None})
+
+
+def _trl_config_at(world_size: int, training_args: Any, gen: int | None, spg: int | None) -> Any:
+    """Only the fields TRL's batch arithmetic reads; on CPU, so that no device is set up to count."""
+    return _trl_config_class(world_size)(
+        output_dir=tempfile.gettempdir(), report_to="none", use_cpu=True, bf16=False, fp16=False,
+        per_device_train_batch_size=int(training_args.per_device_train_batch_size),
+        gradient_accumulation_steps=int(training_args.gradient_accumulation_steps),
+        generation_batch_size=gen, steps_per_generation=spg, num_generations=training_args.num_generations)
 
 
 def _check_batches(training_args: Any, world_size: int, problems: list[str]) -> None:

@@ -219,6 +219,7 @@ class ServerSpec:
     gpu_memory_utilization: float = 0.9
     kv_cache_bytes: int | None = None  # CPU: KV cache size (else vLLM reserves a fraction of node memory)
     weight_transfer: bool = True  # GPU: NCCL weight-transfer engine for TRL's sync
+    tensor_parallel: int | None = None  # None: one shard per GPU in `gpus`
     extra_args: list[str] = field(default_factory=list)
 
     @property
@@ -237,7 +238,7 @@ class ServerSpec:
                    "--enforce-eager", *common,
                    "--kv-cache-memory-bytes", str(self.kv_cache_bytes or 512 * 2**20)]
         else:
-            tp = len([g for g in self.gpus.split(",") if g.strip()])
+            tp = self.tensor_parallel or len([g for g in self.gpus.split(",") if g.strip()])
             cmd = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", self.model, *common,
                    "--tensor-parallel-size", str(tp), "--gpu-memory-utilization", str(self.gpu_memory_utilization)]
             if self.weight_transfer:

@@ -444,12 +444,12 @@ def test_launch_server_context_capped_by_the_model(recipe):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The check CLI (the Slurm script's; the launcher's --check runs the same checks in-process)
+# The launcher's --check (the Slurm script runs it before it starts anything)
 # ---------------------------------------------------------------------------------------------------------
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", "math_grpo.launch_plan", "check", *args], timeout=120, check=False)
+    return run([sys.executable, "-m", "math_grpo.launch", "--check", *args], timeout=120, check=False)
 
 
 def test_cli_ok_and_batch_checked_for_the_launch_world_size(recipe):
@@ -514,7 +514,8 @@ def test_slurm_scripts_parse():
 
 
 def test_slurm_dry_run_plans_server_and_multinode_training():
-    """DRY_RUN=1 outside Slurm: the real plan (our recipe parser and launch_plan plan), no process started."""
+    """DRY_RUN=1 outside Slurm: each role's launcher (`--dry-run`: the recipe parsed, the commands planned),
+    no process started."""
     recipe = os.path.join(REPO, "recipes", "qwen2.5-math-1.5b", "grpo_multinode.yaml")
     proc = run(["bash", os.path.join(REPO, "launch", "slurm", "grpo.sbatch"), recipe, *CPU_PARSE],
                env={"SLURM_JOB_NODELIST": "srv1,srv2,trn1,trn2", "SERVER_NODES": "2", "VLLM_TP": "2",

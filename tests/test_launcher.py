@@ -31,6 +31,10 @@ def test_port_out_of_range_is_one_line():
     (["--health-timeout", "nan"], "--health-timeout: nan"),
     (["--kv-cache-bytes", "0"], "--kv-cache-bytes: 0"),
     (["--port"], "--port needs a value"),
+    (["--role", "trainer"], "--role trainer trains against a running server: pass --server-url"),
+    (["--role", "server", "--server-url", "http://h:8000"], "--server-url is for the trainer role"),
+    (["--num-machines", "2"], "--num-machines 2: pass --main-process-ip"),
+    (["--role", "chef"], "--role: invalid choice: 'chef'"),
 ])
 def test_bad_launcher_options_are_named(args, culprit):
     from math_grpo.errors import MathGRPOError

@@ -185,12 +185,19 @@ def test_trainer_with_unreachable_server_fails_fast_naming_the_url(vllm_server, 
     reservation.close()
 
 
-def test_wait_cli_reports_unreachable_url():
+def test_wait_cli_reports_unreachable_url(tmp_path):
+    """The launcher's trainer role (a Slurm training node) waits for the server's /health, bounded."""
     port, reservation = reserve_port()  # bound, never listening: connections are refused
     url = f"http://127.0.0.1:{port}"
+    recipe = tmp_path / "trainer.yaml"  # a hub id and the demo's data: nothing to download before the wait
+    recipe.write_text("model_name_or_path: Qwen/Qwen2.5-Math-1.5B\ndataset_name: synthetic:data\nuse_vllm: true\n"
+                      "vllm_mode: server\nweight_sync_backend: filesystem\nuse_cpu: true\nbf16: false\n"
+                      "gradient_checkpointing: false\nper_device_train_batch_size: 4\nnum_generations: 4\n"
+                      f"report_to: none\noutput_dir: {tmp_path / 'run'}\n")
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "math_grpo.launch_plan", "wait", "--url", url, "--timeout", "2"],
-                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-m", "math_grpo.launch", "--role", "trainer", "--server-url", url,
+                           "--health-timeout", "2", str(recipe)], cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error:") and url in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert time.monotonic() - t0 < 2 + 2 * SLACK_S  # a fresh interpreter imports torch first
