@@ -232,11 +232,13 @@ class Launch:
         self.signum: int | None = None
         self.supervisor: ServerSupervisor | None = None
         self.serving = False  # the server role: waiting for a signal, nothing to unwind
+        self.role = "both"
 
     def on_signal(self, signum: int, frame: object) -> None:
         if self.signum is None:
-            print(f"[launch] got {signal.Signals(signum).name}: stopping training (checkpoint at the end of the step), "
-                  "then the server", file=sys.stderr, flush=True)
+            what = "the vLLM server" if self.role == "server" else \
+                "training (checkpoint at the end of the step), then the server"
+            print(f"[launch] got {signal.Signals(signum).name}: stopping {what}", file=sys.stderr, flush=True)
         self.signum = signum
         if self.supervisor is not None:  # a server being restarted would keep the trainer waiting
             self.supervisor.give_up(f"the launcher is stopping ({signal.Signals(signum).name})")
@@ -266,6 +268,7 @@ class Launch:
     # -- 2-5. a launch ------------------------------------------------------------------------------------------
     def run(self, opts: argparse.Namespace) -> int:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        self.role = opts.role
         server_gpus, trainer_gpus = split_gpus(opts, gpu_count())
         num_trainers = len(parse_gpu_ids(trainer_gpus, "--trainer-gpus"))
         num_processes = opts.num_processes or num_trainers or 1

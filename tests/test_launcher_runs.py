@@ -1,6 +1,6 @@
 """The launcher (`python -m math_grpo.launch`) end to end on CPU: its normal path (server started, training,
-clean exit, server stopped, nothing left), a signal during training, resume through it, and `--server-url`
-to a server that is already running. Everything is polled with a deadline; nothing waits a fixed time.
+clean exit, server stopped, nothing left), a signal during training, resume through it, `--server-url`
+to a server that is already running, and the server role a Slurm server node runs. Everything is polled with a deadline; nothing waits a fixed time.
 
 Server faults through the launcher (server killed mid-run, a signal while it starts) are in
 tests/test_server_grpo.py."""
@@ -164,3 +164,32 @@ def test_launcher_health_timeout_expiry_is_one_line_and_stops_the_server(vllm_se
     assert not [ln for ln in subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True).stdout.splitlines()
                 if f"--port {port}" in ln and is_vllm_server(ln)], "server left behind"
     assert not os.path.isdir(os.path.join(out, "checkpoint-1"))  # training never started
+
+
+@pytest.mark.timeout(900)
+def test_launcher_server_role_serves_until_sigterm_then_stops_its_server(vllm_server, tmp_path):
+    """`--role server`, what a Slurm server node runs (launch/slurm/server.sh): the server started and kept up,
+    no training, and on SIGTERM the server stopped by the launcher's own teardown, exit 143, nothing left."""
+    out, log = str(tmp_path / "run"), str(tmp_path / "launch.log")
+    port, reservation = reserve_port()
+    proc = None
+    try:
+        proc = launch(["--role", "server", "--port", str(port), RECIPE,
+                       *small_run(vllm_server.model, vllm_server.data, out, 2)], log)
+        url = f"http://127.0.0.1:{port}"
+        # The launcher's own word that its server is up (a signal before that stops a server still starting).
+        wait_for("the server role's server healthy", lambda: f"[server] {url} healthy" in read_text(log), proc, log,
+                 600)
+        assert VLLMServerClient(url).is_healthy(timeout=5.0)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+        assert_all_gone(proc.pid, run_dir=out)
+    finally:
+        reservation.close()
+        if proc is not None and proc.poll() is None:
+            kill_group(proc.pid)
+    text = read_text(log)
+    assert proc.returncode == 143, text[-3000:]
+    assert "[launch] got SIGTERM" in text and "stopping the vLLM server" in text, text[-3000:]
+    assert "[launch] training:" not in text and not train_steps(out)
+    assert os.path.isfile(os.path.join(out, "server_status.json"))  # the supervisor published its state
