@@ -214,6 +214,12 @@ class GRPOScriptArguments(DataArguments, EvalArguments, StopArguments, Precision
     stop_on_nan: bool = field(
         default=True, metadata={"help": "Stop (with the last finite checkpoint) on a NaN/inf loss, grad norm or weight."}
     )
+    rollout_detokenize: bool = field(
+        default=False,
+        metadata={"help": "Server mode: false (default) samples rollouts through vLLM's token route (token ids in "
+                          "and out, no detokenization on the server; TRL decodes), falling back to /v1/completions "
+                          "when the server lacks it; true: always /v1/completions. Evaluation always gets text."},
+    )
     async_rollouts: bool = field(
         default=False,
         metadata={"help": "Server mode: sample the next batch's rollouts on the server while this batch trains "

@@ -6,6 +6,9 @@ upgraded, and `check_trl_version` below gates both).
   backend) and `_iter_named_params` (TRL's ZeRO-3/FSDP/PEFT-aware parameter walk, here casting each tensor to
   the server's dtype: float32 master weights, a bf16 server), which the filesystem sync walks too. Its public
   `generate` and `sync_weights` add async rollouts, the sync check and the wait for a restarted server.
+- Rollouts go through vLLM's token route (`math_grpo.token_rollouts`: ids in and out, no detokenization on the
+  server; TRL decodes) unless `rollout_detokenize` is set or the server lacks the route; evaluation keeps
+  `/v1/completions` (text).
 - `BoundedVLLMClient`: TRL's client sends without a timeout and retries for about a minute. Its public `session`
   gets `BoundedAdapter` (in `check_server`, which TRL's constructor calls before its first request), so every
   request TRL makes is bounded and its errors name the server.
@@ -20,6 +23,7 @@ naming the hook, when TRL no longer has it or no longer calls it where shown):
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -53,6 +57,7 @@ from math_grpo.checkpoints import broadcast_from_main  # noqa: E402
 from math_grpo.errors import ServerError, WeightSyncError  # noqa: E402
 from math_grpo.precision import served_dtype, torch_dtype  # noqa: E402
 from math_grpo.server_recovery import ServerRecovery, pause_point, recover, rollouts_on_main  # noqa: E402
+from math_grpo.token_rollouts import generate_tokens, route_problem  # noqa: E402
 from math_grpo.vllm_server import VLLMServerClient  # noqa: E402
 from math_grpo.weight_sync import SyncChecker, SyncSettings, tied_embedding_name, write_safetensors  # noqa: E402
 
@@ -105,8 +110,11 @@ class BoundedVLLMClient(VLLMClient):
 class ServerVLLMGeneration(VLLMGeneration):
     """TRL's server-mode generation with bounded HTTP, the chosen sync backend and the check after each sync."""
 
-    def __init__(self, *args: Any, settings: SyncSettings, **kwargs: Any):
+    def __init__(self, *args: Any, settings: SyncSettings, rollout_detokenize: bool = False, **kwargs: Any):
         self.settings = settings
+        self.rollout_detokenize = rollout_detokenize  # True: rollouts through /v1/completions (server decodes)
+        self._route_note: str | None = None  # why not the token route ("" = it is used); None = not decided yet
+        self._route_lock = threading.Lock()  # _sample runs in the training thread and the prefetch thread
         self.http: VLLMServerClient | None = None
         self.checker: SyncChecker | None = None
         self.before_sync: list[Callable[[], None]] = []  # e.g. wait for in-flight evaluation requests
@@ -216,13 +224,42 @@ class ServerVLLMGeneration(VLLMGeneration):
                 all_logprob_token_ids[rank] if all_logprob_token_ids is not None else None)
 
     def _sample(self, prompts: list[list[int]], n: int) -> tuple:
-        """One rollout request, with the sampling settings TRL's own server-mode generate sends (plain HTTP)."""
-        out = self.vllm_client.generate(
-            prompts=prompts, n=n, repetition_penalty=self.repetition_penalty, temperature=self.temperature,
-            top_p=self.top_p, top_k=self.top_k, min_p=0.0 if self.min_p is None else self.min_p,
-            max_tokens=self.max_completion_length, logprobs=self.logprobs,
-            structured_outputs_regex=self.structured_outputs_regex, generation_kwargs=self.generation_kwargs)
+        """One rollout request with the sampling settings TRL's own server-mode generate sends: through the token
+        route (no detokenization) where it applies, else TRL's client on /v1/completions."""
+        if self._uses_token_route():
+            params = {"n": n, "repetition_penalty": self.repetition_penalty, "temperature": self.temperature,
+                      "top_p": self.top_p, "top_k": self.top_k, "min_p": 0.0 if self.min_p is None else self.min_p,
+                      "max_tokens": self.max_completion_length, "logprobs": self.logprobs}
+            if self.structured_outputs_regex is not None:
+                params["structured_outputs"] = {"regex": self.structured_outputs_regex}
+            params.update(self.generation_kwargs or {})
+            out = generate_tokens(self.vllm_client.session, self.vllm_client.base_url, self.vllm_client.model,
+                                  prompts, params)
+        else:
+            out = self.vllm_client.generate(
+                prompts=prompts, n=n, repetition_penalty=self.repetition_penalty, temperature=self.temperature,
+                top_p=self.top_p, top_k=self.top_k, min_p=0.0 if self.min_p is None else self.min_p,
+                max_tokens=self.max_completion_length, logprobs=self.logprobs,
+                structured_outputs_regex=self.structured_outputs_regex, generation_kwargs=self.generation_kwargs)
         return out["prompt_ids"], out["completion_ids"], out["logprobs"], out.get("logprob_token_ids")
+
+    def _uses_token_route(self) -> bool:
+        """Decided at the first rollout; when the token route does not apply, one line says why."""
+        if self.rollout_detokenize:
+            return False
+        with self._route_lock:
+            if self._route_note is None:
+                if self.logprobs:  # the route lists one top candidate fewer than /v1/completions
+                    note = f"logprobs={self.logprobs} (the token route matches TRL's shape for 0 only)"
+                elif (self.generation_kwargs or {}).get("stop"):
+                    note = "generation_kwargs has stop strings (they need detokenization)"
+                else:
+                    note = route_problem(self.vllm_client.base_url, min(self.settings.request_timeout, 30.0))
+                if note:
+                    print(f"[rollouts] {note}: rollouts go through /v1/completions, detokenized on the server",
+                          flush=True)
+                self._route_note = note or ""
+        return not self._route_note
 
     def _filesystem_sync(self) -> None:
         """All ranks gather each parameter (ZeRO-3 collectives); rank 0 writes, then the server reloads."""

@@ -95,7 +95,9 @@ class MathGRPOTrainer(GRPOTrainer):
         settings = SyncSettings.from_args(sync_args, training_args)
         with _SWAP_LOCK:
             original = _grpo_module.VLLMGeneration
-            _grpo_module.VLLMGeneration = functools.partial(ServerVLLMGeneration, settings=settings)
+            _grpo_module.VLLMGeneration = functools.partial(
+                ServerVLLMGeneration, settings=settings,
+                rollout_detokenize=getattr(sync_args, "rollout_detokenize", False))
             try:
                 super().__init__(*args, **kwargs)
             finally:

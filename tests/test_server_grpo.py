@@ -24,9 +24,10 @@ pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 def test_grpo_recipe_server_mode_logs_sync_check_and_eval(vllm_server, tmp_path):
     out = str(tmp_path / "run")
-    run(recipe_cmd("recipes/grpo.py", "--config", RECIPE,
-                   *small_run(vllm_server.model, vllm_server.data, out, 3, "--eval_steps", "2", "--save_steps",
-                              "2", "--vllm_server_base_url", vllm_server.url)), timeout=600)
+    proc = run(recipe_cmd("recipes/grpo.py", "--config", RECIPE,
+                          *small_run(vllm_server.model, vllm_server.data, out, 3, "--eval_steps", "2", "--save_steps",
+                                     "2", "--vllm_server_base_url", vllm_server.url)), timeout=600)
+    assert "[rollouts]" not in proc.stdout + proc.stderr  # rollouts took the token route (no fallback line)
     rows = read_jsonl(os.path.join(out, "metrics.jsonl"))
     train = [r for r in rows if "train/loss" in r]
     assert [r["step"] for r in train] == [1, 2, 3]
