@@ -214,20 +214,7 @@ def _value_equal(given: str, gt: str, heavy: bool) -> bool | None:
 # ---------------------------------------------------------------- structure
 
 
-def _split_top(s: str, seps: str = ",") -> list[str]:
-    """Split at separators outside brackets and braces."""
-    out, depth, cur = [], 0, []
-    for ch in s:
-        depth += ch in "([{"
-        depth -= ch in ")]}"
-        if ch in seps and depth == 0:
-            out.append("".join(cur).strip())
-            cur = []
-        else:
-            cur.append(ch)
-    out.append("".join(cur).strip())
-    return out
-
+_split_top = forms.split_top
 
 _LIST_WORDS = re.compile(r"\s*(?:\band\b|\bor\b|;)\s*")
 _MC_ONLY = re.compile(r"\(?([A-J])\)?")

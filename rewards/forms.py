@@ -170,19 +170,20 @@ def name_key(lhs: str) -> str | None:
 
 def named(part: str) -> tuple[str, str] | None:
     """`AB = 4` -> (`AB`, `4`); None unless the part is `name = value` with one `=` at the top level."""
-    pieces = _split_eq(part)
+    pieces = split_top(part, "=")
     if len(pieces) != 2 or not pieces[1]:
         return None
     key = name_key(pieces[0])
     return (key, pieces[1]) if key else None
 
 
-def _split_eq(s: str) -> list[str]:
+def split_top(s: str, seps: str = ",") -> list[str]:
+    """Split at separators outside brackets and braces (shared with rewards.accurate)."""
     out, depth, cur = [], 0, []
     for ch in s:
         depth += ch in "([{"
         depth -= ch in ")]}"
-        if ch == "=" and depth == 0:
+        if ch in seps and depth == 0:
             out.append("".join(cur).strip())
             cur = []
         else:
