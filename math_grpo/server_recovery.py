@@ -92,6 +92,13 @@ class ServerRecovery:
     def wait_for_return(self, error: str) -> str | None:
         """Block until the server answers /health again; None when it does, else the run's stop message."""
         status = read_status()
+        restarted = int(status.get("restarts", self.seen_restarts)) != self.seen_restarts
+        if status.get("state") not in ("restarting", "failed") and not restarted and self._health.is_healthy(5.0):
+            # A request lost to an outage the run already came through (the async request posted before it),
+            # or a dropped connection: the server is up, so nothing to wait for and no restart to count.
+            self.say(f"[server] a request to {self.url} failed ({error}) but the server answers /health; "
+                     "pushing the full weights, then the request again")
+            return None
         bound = max(self.wait_s, float(status.get("wait_s", 0) or 0))
         owner = "the launcher restarts it" if status else "waiting for it to come back"
         self.say(f"[server] lost the vLLM server at {self.url} ({error}); {owner}, up to {bound:.0f} s "

@@ -193,7 +193,8 @@ def test_async_dynamic_server_by_url_killed_and_restarted_by_hand(vllm_server, t
             kill_group(pid)
     output = ended.stdout
     assert ended.returncode == 0, output[-4000:]
-    assert output.count("[server] lost the vLLM server") == 2, output[-4000:]
+    lost = [ln for ln in output.splitlines() if "[server] lost the vLLM server" in ln]
+    assert len(lost) == 2, "\n".join(lost) + "\n" + output[-3000:]
     rows = _check_run(out, reference, 2)
     train = [r for r in rows if "train/loss" in r]
     assert all(r["train/async/staleness"] <= 1 for r in train)
