@@ -13,12 +13,16 @@ accelerate_configs/single_gpu.yaml (fp32 master weights, bf16 compute):
 - `colocate`: TRL's colocated vLLM engine in the trainer process;
 - `bf16_weights`: colocate with `policy_dtype: bfloat16` (no fp32 masters), for contrast.
 
-The two server runs share one server, started from the init model while SFT runs and then loaded with the
-SFT weights; each run's first sync pushes its own start weights anyway. Every run evaluates greedy accuracy on
+The two server runs share one server, started from the SFT checkpoint once SFT is done (vLLM's start-up memory
+profiling fails when another process frees GPU memory meanwhile, seen on an H100); each run's first sync pushes
+its own start weights anyway. (The 2026-12-06 run started the server from the init model and reloaded the SFT
+weights into it: the same weights.) Every run evaluates greedy accuracy on
 the 500 held-out problems at step 0 and every `--eval_steps`; metrics.jsonl carries `time/elapsed_s`.
 The report stage writes OUT/learning.md (a table) and OUT/learning.png (accuracy against wall time).
-Offline machines: install the wheels first (benchmarks/gpu/README section in docs/hardware.md).
-Stages can run in separate calls: each skips what OUT already holds.
+About 10 minutes of one H100 (install excluded): SFT 45 s, a server start 70 s, 4 x (75 s + start-up and
+evaluation). Offline machines: install trl, vllm and datasets from a folder of wheels first (`pip install
+--no-index --find-links DIR ...`, as benchmarks/gpu/common.sh does with WHEELS=DIR). Stages can run in separate
+calls: each skips what OUT already holds. Results of 2026-12-06: benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ def run(cmd: list[str], logfile: str, env: dict[str, str] | None = None) -> None
         raise RuntimeError(f"exit {proc.returncode}: {' '.join(cmd)}\n{tail}")
 
 
-def prep(args: argparse.Namespace, sft: bool = True) -> None:
+def prep(args: argparse.Namespace) -> None:
     data, init, sft_dir = (os.path.join(args.out, d) for d in ("data", "init", "sft"))
     if not os.path.isfile(os.path.join(data, "test.jsonl")):
         run([PY, "-m", "math_grpo.synthetic", "--out", data, "--n_sft", "2000", "--n_train", "16000",
@@ -68,7 +72,7 @@ def prep(args: argparse.Namespace, sft: bool = True) -> None:
     if not os.path.isfile(os.path.join(init, "config.json")):
         run([PY, "-m", "math_grpo.tiny", "--data", data, "--out", init, "--seed", "2", *MODEL_SHAPE],
             os.path.join(args.out, "init.log"))
-    if sft and not os.path.isfile(os.path.join(sft_dir, "model.safetensors")):
+    if not os.path.isfile(os.path.join(sft_dir, "model.safetensors")):
         run([PY, os.path.join(REPO, "recipes/sft.py"), "--config", "recipes/tiny/sft.yaml",
              "--model_name_or_path", init, "--dataset_name", os.path.join(data, "sft.jsonl"), "--output_dir", sft_dir,
              "--use_cpu", "false", "--bf16", "true", "--learning_rate", str(args.sft_lr), "--warmup_steps", "50",
@@ -101,29 +105,20 @@ def grpo(args: argparse.Namespace, mode: str, server_url: str | None) -> None:
 
 
 def server_stage(args: argparse.Namespace) -> None:
-    import threading
-
-    from math_grpo.vllm_server import ServerProcess, ServerSpec, VLLMServerClient
+    from math_grpo.vllm_server import ServerProcess, ServerSpec
 
     todo = [m for m in ("server_sync", "server_async") if not done(args, m)]
     if not todo:
         return
     os.makedirs(args.out, exist_ok=True)
-    spec = ServerSpec(model=os.path.join(args.out, "init"), port=args.port, dtype="bfloat16", gpus="0",
+    spec = ServerSpec(model=os.path.join(args.out, "sft"), port=args.port, dtype="bfloat16", gpus="0",
                       gpu_memory_utilization=0.25, max_model_len=512, weight_transfer=False)
-    if not os.path.isfile(os.path.join(spec.model, "config.json")):  # the server starts from the init model
-        prep(args, sft=False)
+    prep(args)  # SFT first: not beside the server's start-up
     server = ServerProcess(spec, os.path.join(args.out, "server.log"))
     t0 = time.time()
-    starter = threading.Thread(target=server.start, kwargs={"health_timeout": 900}, daemon=True)
-    starter.start()
     try:
-        prep(args)  # SFT while the server starts
-        starter.join()
+        server.start(health_timeout=900)
         log(f"server healthy after {time.time() - t0:.0f} s")
-        client = VLLMServerClient(spec.url, timeout=120)
-        client.reload_weights(os.path.join(args.out, "sft"))
-        client.reset_prefix_cache()
         for mode in todo:
             grpo(args, mode, spec.url)
     finally:
@@ -190,7 +185,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="results/learning_bench")
     p.add_argument("--stages", default="server,colocate,report")
-    p.add_argument("--seconds", type=float, default=90.0, help="GRPO training-loop wall time per mode")
+    p.add_argument("--seconds", type=float, default=75.0, help="GRPO training-loop wall time per mode")
     p.add_argument("--lr", type=float, default=3e-5, help="GRPO learning rate")
     p.add_argument("--sft_lr", type=float, default=3e-4)
     p.add_argument("--sft_steps", type=int, default=600)
