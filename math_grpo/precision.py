@@ -44,7 +44,7 @@ def vanishing_update_fraction(model: Any, learning_rate: float) -> float:
             continue
         _, exponent = torch.frexp(param.detach().float())  # |w| = m * 2^e, m in [0.5, 1)
         half_step = torch.ldexp(torch.ones_like(param, dtype=torch.float32), exponent - bits - 1)
-        vanish += int((half_step > learning_rate).sum())
+        vanish += int(((half_step > learning_rate) & (param != 0)).sum())  # a zero takes any update
     return vanish / total if total else 0.0
 
 

@@ -34,6 +34,7 @@ STATUS_ENV = "MATH_GRPO_SERVER_STATUS"
 PAUSE_ENV = "MATH_GRPO_TEST_PAUSE"  # tests: "rollout@3,sync@5,eval@6" (see `pause_point`)
 PAUSE_DIR_ENV = "MATH_GRPO_TEST_PAUSE_DIR"
 POLL_S = 1.0
+HEALTHY_RETRY_WINDOW_S = 60.0  # a second failure beside a healthy server within this stops the run
 _PAUSED: set[str] = set()  # pause points already taken (each at most once per process)
 
 
@@ -69,6 +70,7 @@ class ServerRecovery:
         self.down_s = 0.0  # seconds the run spent waiting for the server
         self.seen_restarts = int(read_status().get("restarts", 0))
         self._health = VLLMServerClient(self.url, timeout=5.0)
+        self._healthy_retry_at = -HEALTHY_RETRY_WINDOW_S  # when a request last failed beside a healthy server
 
     def restarted_unseen(self) -> bool:
         """True once if the launcher restarted the server since we last looked (no request of ours saw it)."""
@@ -96,6 +98,10 @@ class ServerRecovery:
         if status.get("state") not in ("restarting", "failed") and not restarted and self._health.is_healthy(5.0):
             # A request lost to an outage the run already came through (the async request posted before it),
             # or a dropped connection: the server is up, so nothing to wait for and no restart to count.
+            now = time.monotonic()
+            if now - self._healthy_retry_at < HEALTHY_RETRY_WINDOW_S:  # failing again: not a lost connection
+                return f"{error}; the server answers /health but its requests keep failing"
+            self._healthy_retry_at = now
             self.say(f"[server] a request to {self.url} failed ({error}) but the server answers /health; "
                      "pushing the full weights, then the request again")
             return None

@@ -303,7 +303,7 @@ def _compare(given: str, gt: str, heavy: bool) -> bool | None:
     # matrices
     mgm, mtm = _matrix(given), _matrix(gt)
     if mgm is not None or mtm is not None:
-        if (mgm is None or mtm is None) and "pmatrix" in given + gt and not heavy:
+        if (mgm is None or mtm is None) and "pmatrix" in (given if mgm is None else gt) and not heavy:
             return None  # `A + B` against a matrix: sympy evaluates it (symbolic.equal)
         if mgm is None or mtm is None:
             return symbolic.equal(given, gt) if "pmatrix" in (given if mgm is None else gt) else False

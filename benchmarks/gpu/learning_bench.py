@@ -60,8 +60,8 @@ def run(cmd: list[str], logfile: str, env: dict[str, str] | None = None) -> None
                               env={**os.environ, "TOKENIZERS_PARALLELISM": "false", **(env or {})})
     log(f"{os.path.basename(logfile)}: exit {proc.returncode} in {time.time() - t0:.0f} s")
     if proc.returncode:
-        tail = open(logfile).read()[-3000:]
-        raise RuntimeError(f"exit {proc.returncode}: {' '.join(cmd)}\n{tail}")
+        raise SystemExit(f"error: {os.path.basename(cmd[1] if cmd[1] != '-m' else cmd[2])} exited "
+                         f"{proc.returncode}; see {logfile}")
 
 
 def prep(args: argparse.Namespace) -> None:
